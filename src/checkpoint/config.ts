@@ -1,5 +1,8 @@
 // The model configuration, read from a checkpoint's config.json (SPEC.md "Configuration").
 // Field names are camelCase here; each comment names the config.json key it comes from.
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CheckpointError } from './errors.ts';
 
 export interface ModelConfig {
   /** model_type: "qwen2_parscale", or "qwen2" for plain Qwen2 checkpoints (then P = 1) */
@@ -75,4 +78,110 @@ export function expectedTensors(config: ModelConfig): Map<string, number[]> {
   }
   if (!config.tieWordEmbeddings) shapes.set('lm_head.weight', [V, H]);
   return shapes;
+}
+
+// ---- reading and validating config.json ----
+
+export function readConfig(dir: string): ModelConfig {
+  const file = join(resolve(dir), 'config.json');
+  if (!existsSync(file)) throw new CheckpointError('FILE_NOT_FOUND', `config.json not found: ${file}`, { file });
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new CheckpointError('CONFIG_INVALID', `${file}: not valid JSON (${(error as Error).message})`, { file });
+  }
+  return parseConfig(json, file);
+}
+
+/** Validate a parsed config.json; `file` is only used in error messages. */
+export function parseConfig(json: unknown, file: string): ModelConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new CheckpointError('CONFIG_INVALID', `${file}: expected a JSON object`, { file });
+  }
+  const raw = json as Record<string, unknown>;
+  const invalid = (key: string, expected: string): never => {
+    throw new CheckpointError('CONFIG_INVALID', `${file}: "${key}" must be ${expected}, found ${JSON.stringify(raw[key])}`, { file, key });
+  };
+  const unsupported = (key: string, why: string): never => {
+    throw new CheckpointError('CONFIG_UNSUPPORTED', `${file}: "${key}" = ${JSON.stringify(raw[key])} is not supported (${why})`, { file, key });
+  };
+  const positiveInt = (key: string, fallback?: number): number => {
+    const value = raw[key] ?? fallback;
+    if (value === undefined) {
+      throw new CheckpointError('CONFIG_MISSING_KEY', `${file}: required key "${key}" is missing`, { file, key });
+    }
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) invalid(key, 'a positive integer');
+    return value as number;
+  };
+  const finite = (key: string, fallback: number, check: (v: number) => boolean, expected: string): number => {
+    const value = raw[key] ?? fallback;
+    if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) invalid(key, expected);
+    return value as number;
+  };
+  const tokenId = (key: string): number | null => {
+    const value = raw[key];
+    if (value === undefined || value === null) return null;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) invalid(key, 'a token id (non-negative integer) or null');
+    return value as number;
+  };
+
+  const modelType = raw.model_type;
+  if (modelType !== 'qwen2_parscale' && modelType !== 'qwen2') {
+    if (modelType === undefined) throw new CheckpointError('CONFIG_MISSING_KEY', `${file}: required key "model_type" is missing`, { file, key: 'model_type' });
+    unsupported('model_type', 'expected "qwen2_parscale" or "qwen2"');
+  }
+
+  const hiddenSize = positiveInt('hidden_size');
+  const numHeads = positiveInt('num_attention_heads');
+  const numKvHeads = positiveInt('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    invalid('num_key_value_heads', `a divisor of num_attention_heads (${numHeads}) for grouped-query attention`);
+  }
+  if (raw.head_dim === undefined && hiddenSize % numHeads !== 0) {
+    invalid('hidden_size', `divisible by num_attention_heads (${numHeads}) when head_dim is not given`);
+  }
+  const headDim = positiveInt('head_dim', hiddenSize / numHeads);
+  if (headDim % 2 !== 0) invalid('head_dim', 'even (RoPE rotates pairs of elements)');
+
+  // Settings no released checkpoint uses: refuse rather than compute something else.
+  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null) unsupported('rope_scaling', 'only null is implemented');
+  if (raw.use_sliding_window === true) unsupported('use_sliding_window', 'sliding-window attention is not implemented');
+  if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') unsupported('hidden_act', 'only "silu" is implemented');
+  if (raw.torch_dtype !== undefined && raw.torch_dtype !== null && typeof raw.torch_dtype !== 'string') invalid('torch_dtype', 'a string');
+
+  const eos = raw.eos_token_id;
+  let eosTokenIds: number[] = [];
+  if (typeof eos === 'number' && Number.isInteger(eos) && eos >= 0) eosTokenIds = [eos];
+  else if (Array.isArray(eos) && eos.every((id) => Number.isInteger(id) && id >= 0)) eosTokenIds = eos as number[];
+  else if (eos !== undefined && eos !== null) invalid('eos_token_id', 'a token id or a list of token ids');
+
+  // Plain Qwen2 checkpoints have no ParScale keys: they are P = 1.
+  const parscaleN = modelType === 'qwen2' ? 1 : positiveInt('parscale_n', 1);
+  const parscaleNTokens = modelType === 'qwen2' ? 48 : positiveInt('parscale_n_tokens', 48);
+  const parscaleAttnSmooth = modelType === 'qwen2' ? 0.01 : finite('parscale_attn_smooth', 0.01, (v) => v >= 0 && v < 1, 'a number in [0, 1)');
+
+  const tie = raw.tie_word_embeddings ?? false;
+  if (typeof tie !== 'boolean') invalid('tie_word_embeddings', 'true or false');
+
+  return {
+    modelType: modelType as ModelConfig['modelType'],
+    hiddenSize,
+    intermediateSize: positiveInt('intermediate_size'),
+    numLayers: positiveInt('num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: positiveInt('vocab_size'),
+    rmsNormEps: finite('rms_norm_eps', 1e-6, (v) => v > 0, 'a positive number'),
+    ropeTheta: finite('rope_theta', 10000, (v) => v > 0, 'a positive number'),
+    maxPositionEmbeddings: positiveInt('max_position_embeddings', 32768),
+    tieWordEmbeddings: tie as boolean,
+    torchDtype: (raw.torch_dtype as string | undefined) ?? null,
+    bosTokenId: tokenId('bos_token_id'),
+    eosTokenIds,
+    parscaleN,
+    parscaleNTokens,
+    parscaleAttnSmooth,
+  };
 }
