@@ -1,0 +1,84 @@
+// `parscale info`: what a checkpoint is, without loading its weights.
+import { readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { expectedTensors, readConfig } from '../checkpoint/config.ts';
+import { parseCommandLine, UsageError } from './args.ts';
+
+export const infoHelp = `Usage: parscale info --model DIR [--json]
+
+Summarise a checkpoint: its configuration, parameter counts (with and without embeddings, and
+the ParScale parts), P, and the memory the weights and the KV cache take. Reads config.json and
+the file sizes only.
+
+Options:
+  -m, --model DIR   model folder
+      --json        print the summary as JSON
+  -h, --help        show this help`;
+
+export async function infoCommand(args: string[]): Promise<number> {
+  const { values } = parseCommandLine(args, { model: { type: 'string', short: 'm' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+  if (values.help) {
+    console.log(infoHelp);
+    return 0;
+  }
+  if (values.model === undefined) throw new UsageError('--model DIR is required');
+  const dir = resolve(values.model);
+  const config = readConfig(dir);
+  const P = config.parscaleN;
+  let total = 0;
+  let embedding = 0;
+  let parscale = 0;
+  for (const [name, shape] of expectedTensors(config)) {
+    const count = shape.reduce((a, b) => a * b, 1);
+    total += count;
+    if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') embedding += count;
+    if (name.includes('prefix_') || name.includes('aggregate_layer')) parscale += count;
+  }
+  const weightFileBytes = readdirSync(dir)
+    .filter((f) => f.endsWith('.safetensors'))
+    .reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+  // per real token: keys and values, every layer, stream and KV head, float32
+  const kvBytesPerToken = 2 * config.numLayers * P * config.numKvHeads * config.headDim * 4;
+  const summary = {
+    model: dir,
+    model_type: config.modelType,
+    P,
+    prefix_tokens: P > 1 ? config.parscaleNTokens : 0,
+    attn_smooth: P > 1 ? config.parscaleAttnSmooth : 0,
+    layers: config.numLayers,
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    heads: config.numHeads,
+    kv_heads: config.numKvHeads,
+    head_dim: config.headDim,
+    vocab_size: config.vocabSize,
+    max_position_embeddings: config.maxPositionEmbeddings,
+    tied_embeddings: config.tieWordEmbeddings,
+    torch_dtype: config.torchDtype,
+    parameters: total,
+    parameters_without_embeddings: total - embedding,
+    parscale_parameters: parscale,
+    weight_file_bytes: weightFileBytes,
+    reference_weight_bytes: total * 4,
+    kv_cache_bytes_per_token: kvBytesPerToken,
+    prefix_cache_bytes: P > 1 ? (kvBytesPerToken * config.parscaleNTokens) : 0,
+  };
+  if (values.json) {
+    console.log(JSON.stringify(summary, null, 2));
+    return 0;
+  }
+  const n = (x: number) => x.toLocaleString('en-US');
+  const gb = (x: number) => (x >= 1e9 ? `${(x / 1e9).toFixed(2)} GB` : x >= 1e6 ? `${(x / 1e6).toFixed(2)} MB` : `${(x / 1e3).toFixed(1)} kB`);
+  console.log(
+    [
+      `model         ${dir}`,
+      `type          ${config.modelType}, P = ${P}${P > 1 ? ` streams, ${config.parscaleNTokens} prefix tokens, smoothing ${config.parscaleAttnSmooth}` : ' (plain Qwen2)'}`,
+      `shape         ${config.numLayers} layers, hidden ${config.hiddenSize}, intermediate ${config.intermediateSize}, ${config.numHeads} heads / ${config.numKvHeads} KV heads of ${config.headDim}, vocab ${n(config.vocabSize)}`,
+      `context       ${n(config.maxPositionEmbeddings)} positions; embeddings ${config.tieWordEmbeddings ? 'tied' : 'untied'}; stored as ${config.torchDtype ?? 'unknown dtype'}`,
+      `parameters    ${n(total)} in all, ${n(total - embedding)} without embeddings, ${n(parscale)} ParScale (prefixes + aggregation)`,
+      `memory        weight files ${gb(weightFileBytes)}; reference backend (float32) ${gb(total * 4)}`,
+      `KV cache      ${gb(kvBytesPerToken)} per token for all ${P} stream(s)${P > 1 ? ` + ${gb(summary.prefix_cache_bytes)} of prefixes` : ''}`,
+    ].join('\n'),
+  );
+  return 0;
+}

@@ -1,0 +1,11 @@
+// parscale: run ParScale and Qwen2 language models on the CPU.
+export type { ForwardOptions, ForwardResult, LanguageModel, SequenceState } from './backend.ts';
+export { type ModelConfig, expectedTensors } from './checkpoint/config.ts';
+export { CheckpointError } from './checkpoint/errors.ts';
+export { type Checkpoint, type LoadOptions, type LoadProgress, loadCheckpoint } from './checkpoint/load.ts';
+export { BACKENDS, type BackendName, type LoadModelOptions, loadModel } from './load-model.ts';
+export { ReferenceModel } from './reference/model.ts';
+export type { FinishReason, GenerateOptions, GenerationPiece, GenerationResult } from './generation/generate.ts';
+export { Sampler, type SamplingOptions } from './generation/sampling.ts';
+export { Tokenizer } from './tokenizer/tokenizer.ts';
+export { type ChatMessage, Generation, TextModel } from './text-model.ts';

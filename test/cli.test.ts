@@ -1,0 +1,122 @@
+// The real `parscale` binary, run as a user would: help, one-line errors with exit code 2,
+// generate and chat on the embedded default model, and Ctrl-C in the middle of a generation.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const repo = fileURLToPath(new URL('../', import.meta.url));
+const bin = join(repo, 'bin/parscale.js');
+const defaultModel = join(repo, 'models/default');
+
+function run(args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [bin, ...args], { input, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function assertUsageError(args: string[], pattern: RegExp) {
+  const r = run(args);
+  assert.equal(r.code, 2, `exit code for ${args.join(' ')}: stderr ${r.stderr}`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line expected, got:\n${r.stderr}`);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, 'no stack trace');
+}
+
+describe('parscale CLI', () => {
+  it('--help lists the commands, and every command has --help', () => {
+    const top = run(['--help']);
+    assert.equal(top.code, 0);
+    for (const command of ['generate', 'chat', 'info', 'dump']) {
+      assert.match(top.stdout, new RegExp(`\\b${command}\\b`));
+      const help = run([command, '--help']);
+      assert.equal(help.code, 0, command);
+      assert.match(help.stdout, new RegExp(`Usage: parscale ${command}`));
+    }
+  });
+
+  it('bad commands, flags and values: one line on stderr, exit code 2', () => {
+    assertUsageError(['frobnicate'], /unknown command "frobnicate"/);
+    assertUsageError(['generate', '--model', defaultModel, '--bogus', 'x'], /Unknown option '--bogus'/);
+    assertUsageError(['generate', '--model', defaultModel, '--temperature=-1', 'hi'], /--temperature must be a number ≥ 0/);
+    assertUsageError(['generate', '--model', defaultModel, '--top-p', '0', 'hi'], /--top-p must be a number > 0 ≤ 1/);
+    assertUsageError(['generate', '--model', defaultModel, '--top-p', '1.5', 'hi'], /--top-p/);
+    assertUsageError(['generate', '--model', defaultModel, '--max-new-tokens', 'many', 'hi'], /--max-new-tokens must be an integer/);
+    assertUsageError(['generate', '--model', '/nonexistent/model', 'hi'], /model folder not found: \/nonexistent\/model/);
+    assertUsageError(['dump', '--model', defaultModel, '--ids', '1,x', '--out', '-'], /"x" is not a token id/);
+    assertUsageError(['generate', '--model', defaultModel, '--backend', 'gpu', 'hi'], /--backend must be one of/);
+  });
+
+  it('a model folder without tokenizer.json is refused with a clear message', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parscale-cli-'));
+    try {
+      cpSync(join(defaultModel, 'config.json'), join(dir, 'config.json'));
+      assertUsageError(['generate', '--model', dir, 'hi'], /tokenizer\.json not found in the model folder/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a prompt longer than max_position_embeddings is refused', () => {
+    const long = 'word '.repeat(5000);
+    const r = run(['generate', '--model', defaultModel, '--no-progress', '-n', '1', long]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /max_position_embeddings/);
+  });
+
+  it('generate streams text from the embedded model and reports speed', () => {
+    const r = run(['generate', '--model', defaultModel, '-n', '8', '--seed', '3', '--temperature', '0.8', 'Hello']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.startsWith('Hello'));
+    assert.match(r.stderr, /loaded .* MB of weights/);
+    assert.match(r.stderr, /prompt \d+ tokens .* generated \d+ tokens, .*tokens\/s/);
+    // the same seed gives the same text
+    const again = run(['generate', '--model', defaultModel, '-n', '8', '--seed', '3', '--temperature', '0.8', 'Hello']);
+    assert.equal(again.stdout, r.stdout);
+  });
+
+  it('generate reads the prompt from standard input', () => {
+    const r = run(['generate', '--model', defaultModel, '--no-progress', '-n', '4'], 'Piped prompt');
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.startsWith('Piped prompt'));
+  });
+
+  it('chat answers each line of a pipe and keeps the conversation', () => {
+    const r = run(['chat', '--model', defaultModel, '--no-progress', '-n', '4', '--stats'], 'Hi there\nAnd again\n');
+    assert.equal(r.code, 0, r.stderr);
+    // two answers, each with its stats line
+    assert.equal(r.stderr.match(/generated \d+ tokens/g)?.length, 2, r.stderr);
+  });
+
+  it('info summarises the embedded model', () => {
+    const r = run(['info', '--model', defaultModel, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const info = JSON.parse(r.stdout);
+    assert.ok(info.P > 1);
+    assert.ok(info.parameters > info.parameters_without_embeddings);
+    assert.ok(info.parscale_parameters > 0);
+  });
+
+  it('SIGINT stops a long generation promptly with exit code 130', async () => {
+    const child = spawn(process.execPath, [bin, 'generate', '--model', defaultModel, '--no-progress', '-n', '100000', '--temperature', '1', 'Go'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve) => {
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        if (stdout.length > 'Go'.length) resolve();
+      });
+    });
+    const sentAt = Date.now();
+    child.kill('SIGINT');
+    const code = await exited;
+    assert.equal(code, 130, stderr);
+    assert.ok(Date.now() - sentAt < 5000, 'stopped within 5 s');
+    assert.match(stderr, /aborted/);
+  });
+});
