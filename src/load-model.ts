@@ -2,20 +2,24 @@
 import type { LanguageModel } from './backend.ts';
 import { type LoadOptions, loadCheckpoint } from './checkpoint/load.ts';
 import { ReferenceModel } from './reference/model.ts';
+import { WasmModel, type WasmModelOptions } from './wasm-bridge/model.ts';
 
-export const BACKENDS = ['reference'] as const;
+/** "wasm": the WebAssembly SIMD kernels on worker threads; "reference": the readable oracle. */
+export const BACKENDS = ['wasm', 'reference'] as const;
 export type BackendName = (typeof BACKENDS)[number];
+export const DEFAULT_BACKEND: BackendName = 'wasm';
 
-export interface LoadModelOptions extends LoadOptions {
-  /** Which implementation runs the forward pass (default "reference"). */
+export interface LoadModelOptions extends LoadOptions, WasmModelOptions {
+  /** Which implementation runs the forward pass (default "wasm"). */
   backend?: BackendName;
 }
 
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<LanguageModel> {
-  const backend = options.backend ?? 'reference';
+  const backend = options.backend ?? DEFAULT_BACKEND;
   if (!BACKENDS.includes(backend)) {
     throw new RangeError(`unknown backend "${backend}" (expected one of: ${BACKENDS.join(', ')})`);
   }
   const checkpoint = await loadCheckpoint(dir, options);
-  return ReferenceModel.fromCheckpoint(checkpoint);
+  if (backend === 'reference') return ReferenceModel.fromCheckpoint(checkpoint);
+  return WasmModel.fromCheckpoint(checkpoint, options);
 }

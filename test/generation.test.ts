@@ -21,7 +21,7 @@ describe('generate', () => {
     it(`greedy generation picks the PyTorch decode ids: ${name}`, async () => {
       const dir = join(fixturesDir, name);
       const expected = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8'));
-      const model = await loadModel(dir);
+      const model = await loadModel(dir, { backend: 'reference' });
       const tokenizer = await Tokenizer.fromDir(tokenizerDir);
       const result = await collect(
         generateFromIds(model, tokenizer, expected.prompt_ids, { temperature: 0, maxNewTokens: expected.decode_ids.length, eosTokenIds: [] }),
@@ -36,7 +36,7 @@ describe('generate', () => {
   it('stops at an end-of-sequence id without emitting it', async () => {
     const dir = join(fixturesDir, fixtureNames[0]);
     const expected = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8'));
-    const model = await loadModel(dir);
+    const model = await loadModel(dir, { backend: 'reference' });
     const tokenizer = await Tokenizer.fromDir(tokenizerDir);
     const eos = expected.decode_ids[2];
     const result = await collect(generateFromIds(model, tokenizer, expected.prompt_ids, { temperature: 0, maxNewTokens: 10, eosTokenIds: [eos] }));
@@ -46,7 +46,7 @@ describe('generate', () => {
 
   it('an already-aborted signal rejects with AbortError before any work', async () => {
     const dir = join(fixturesDir, fixtureNames[0]);
-    const model = await loadModel(dir);
+    const model = await loadModel(dir, { backend: 'reference' });
     const tokenizer = await Tokenizer.fromDir(tokenizerDir);
     const controller = new AbortController();
     controller.abort();
@@ -55,7 +55,7 @@ describe('generate', () => {
 
   it('aborting mid-generation stops it promptly', async () => {
     const dir = join(fixturesDir, fixtureNames[0]);
-    const model = await loadModel(dir);
+    const model = await loadModel(dir, { backend: 'reference' });
     const tokenizer = await Tokenizer.fromDir(tokenizerDir);
     const controller = new AbortController();
     let pieces = 0;
@@ -71,7 +71,7 @@ describe('generate', () => {
 
   it('refuses a prompt longer than max_position_embeddings', async () => {
     const dir = join(fixturesDir, fixtureNames[0]);
-    const model = await loadModel(dir);
+    const model = await loadModel(dir, { backend: 'reference' });
     const tokenizer = await Tokenizer.fromDir(tokenizerDir);
     const ids = new Array(model.config.maxPositionEmbeddings + 1).fill(1);
     await assert.rejects(collect(generateFromIds(model, tokenizer, ids)), /max_position_embeddings/);

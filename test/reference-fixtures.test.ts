@@ -57,7 +57,7 @@ describe('reference model against the PyTorch fixtures', () => {
     it(name, async () => {
       const dir = join(fixturesDir, name);
       const expected = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8')) as Expected;
-      const model = await loadModel(dir);
+      const model = await loadModel(dir, { backend: 'reference' });
       const got = dumpModel(model, dir, expected.prompt_ids, expected.decode_ids.length, true);
       const worst = Math.max(
         compareRows('prefill_logits', got.prefill_logits, expected.prefill_logits),

@@ -4,13 +4,14 @@ import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { GenerateOptions, GenerationResult } from '../generation/generate.ts';
 import type { LoadProgress } from '../checkpoint/load.ts';
-import { BACKENDS, type BackendName } from '../load-model.ts';
+import { BACKENDS, type BackendName, DEFAULT_BACKEND } from '../load-model.ts';
 import { TextModel } from '../text-model.ts';
 import { type OptionSpec, UsageError, numberOption } from './args.ts';
 
 export const modelFlags = {
   model: { type: 'string', short: 'm' },
   backend: { type: 'string' },
+  threads: { type: 'string' },
   'no-progress': { type: 'boolean' },
 } satisfies OptionSpec;
 
@@ -25,7 +26,8 @@ export const samplingFlags = {
 } satisfies OptionSpec;
 
 export const modelFlagsHelp = `  -m, --model DIR            model folder (config.json, *.safetensors, tokenizer.json)
-      --backend NAME         ${BACKENDS.join(' | ')} (default reference)
+      --backend NAME         ${BACKENDS.join(' | ')} (default ${DEFAULT_BACKEND})
+      --threads N            threads for the wasm backend (default: all cores)
       --no-progress          no load progress bar`;
 
 export const samplingFlagsHelp = `  -n, --max-new-tokens N     most tokens to generate (default: generation_config.json, else 256)
@@ -67,7 +69,7 @@ export function modelDirFrom(values: Values): string {
 }
 
 export function backendFrom(values: Values): BackendName {
-  const backend = (values.backend as string | undefined) ?? 'reference';
+  const backend = (values.backend as string | undefined) ?? DEFAULT_BACKEND;
   if (!(BACKENDS as readonly string[]).includes(backend)) {
     throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got "${backend}"`);
   }
@@ -103,7 +105,8 @@ export async function loadTextModel(values: Values, signal?: AbortSignal): Promi
   const dir = modelDirFrom(values);
   const backend = backendFrom(values);
   const progress = progressBar(values['no-progress'] !== true);
-  const model = await TextModel.load(dir, { backend, onProgress: progress.onProgress, signal });
+  const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads as string, 1, { integer: true, min: 1 });
+  const model = await TextModel.load(dir, { backend, threads, onProgress: progress.onProgress, signal });
   progress.done();
   if (model.notice !== null) process.stderr.write(`note: ${model.notice}\n`);
   return model;

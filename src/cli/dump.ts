@@ -24,7 +24,8 @@ Options:
   --ids LIST        prompt token ids, comma-separated
   --decode K        also choose K greedy tokens incrementally with the cache (default 0)
   --hidden          also write each stream's final hidden state and the aggregation weights
-  --backend NAME    ${BACKENDS.join(' | ')} (default reference)
+  --backend NAME    ${BACKENDS.join(' | ')} (default reference: the oracle)
+  --threads N       threads for the wasm backend (default: all cores)
   --out FILE        where to write the JSON ("-" for stdout)
   -h, --help        show this help`;
 
@@ -89,6 +90,7 @@ export async function dumpCommand(args: string[]): Promise<number> {
     decode: { type: 'string' },
     hidden: { type: 'boolean' },
     backend: { type: 'string' },
+    threads: { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -103,7 +105,8 @@ export async function dumpCommand(args: string[]): Promise<number> {
   const backend = (values.backend ?? 'reference') as BackendName;
   if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got "${backend}"`);
 
-  const model = await loadModel(modelDir, { backend });
+  const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads, 1, { integer: true, min: 1 });
+  const model = await loadModel(modelDir, { backend, threads });
   try {
     const vocab = model.config.vocabSize;
     const bad = ids.find((id) => id >= vocab);

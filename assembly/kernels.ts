@@ -1,0 +1,536 @@
+// The fast kernels: AssemblyScript compiled to WebAssembly with 128-bit SIMD. Each export is the
+// twin of the function with the same name in src/reference/kernels.ts (the oracle), with the same
+// arguments in the same order; test/wasm-kernels.test.ts ties each pair together.
+//
+// Build: `npm run build:wasm` (asconfig.json) writes src/wasm-bridge/kernels.wasm, which is
+// committed so a clean clone needs no compiler; test/wasm-build.test.ts rebuilds it and fails if
+// the committed file is stale.
+//
+// Conventions
+// - Every array argument is a byte offset ("pointer") into the module's one linear memory. That
+//   memory is imported and shared: src/wasm-bridge allocates every buffer in it, and worker
+//   threads running their own instance of this module over the same memory see the same data.
+// - Element offsets the oracle takes (`offset`, `qOffset`) are kept, so a call reads like its twin.
+// - Weight matrices stay at their stored width (f32, bf16 or f16) and are widened to f32 in
+//   registers; vectors (biases, norm weights, activations, caches) are f32.
+// - Nothing here allocates: scratch space comes from the caller. No GC, no runtime (--runtime stub).
+// - Floating point: where the oracle's float64 arithmetic is cheap (norms, RoPE, softmax, SwiGLU),
+//   it is mirrored in f64 so results agree to the last bit or nearly; the big sums (matmul and the
+//   attention dot products) accumulate in f32 lanes, which is what makes them fast. WebAssembly
+//   has no fused multiply-add outside relaxed SIMD, so every mul then add is rounded twice — and
+//   the result is the same on every machine.
+
+// Weight formats. Only compile-time constants are passed: the @inline helpers below fold every
+// `format ==` test away, so each exported matmul is its own straight-line loop.
+const F32: i32 = 0;
+const BF16: i32 = 1;
+const F16: i32 = 2;
+
+// @ts-ignore: decorator
+@inline function weightShift(format: i32): usize {
+  return format == F32 ? 2 : 1; // log2 of the bytes per weight
+}
+
+/**
+ * f16 → f32 of four lanes holding u16 bit patterns, with integer ops (WebAssembly SIMD has no
+ * half-precision instruction). F. Giesen's half_to_float: shift exponent and mantissa into f32
+ * position and add 112 to the exponent (bias 15 → 127). Inf/NaN (exponent 31) need another 112
+ * to reach 255. Subnormals (exponent 0) are renormalised with one exact f32 subtraction: with the
+ * exponent field bumped to 113 the lane holds 2^-14 · (1 + m/1024); subtracting 2^-14 leaves
+ * m · 2^-24, the subnormal's value. No f32 subnormal is ever produced, so no slow path is hit.
+ */
+// @ts-ignore: decorator
+@inline function f16x4ToF32(h: v128): v128 {
+  const magnitude = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  const exponent = v128.and(magnitude, i32x4.splat(0x0f800000));
+  let f = i32x4.add(magnitude, i32x4.splat(0x38000000));
+  const infNan = i32x4.eq(exponent, i32x4.splat(0x0f800000));
+  f = i32x4.add(f, v128.and(infNan, i32x4.splat(0x38000000)));
+  const renormalised = f32x4.sub(i32x4.add(f, i32x4.splat(0x00800000)), i32x4.splat(0x38800000));
+  f = v128.bitselect(renormalised, f, i32x4.eq(exponent, i32x4.splat(0)));
+  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+/** The same conversion for one value. */
+function f16ToF32(h: u32): f32 {
+  const magnitude = (h & 0x7fff) << 13;
+  const exponent = magnitude & 0x0f800000;
+  let f = magnitude + 0x38000000;
+  if (exponent == 0x0f800000) f += 0x38000000;
+  else if (exponent == 0) f = reinterpret<u32>(reinterpret<f32>(f + 0x00800000) - reinterpret<f32>(<u32>0x38800000));
+  return reinterpret<f32>(f | ((h & 0x8000) << 16));
+}
+
+/** Four consecutive weights at p, widened to f32x4. */
+// @ts-ignore: decorator
+@inline function load4(format: i32, p: usize): v128 {
+  if (format == F32) return v128.load(p);
+  // load16x4_u reads four u16 and zero-extends each into a 32-bit lane (one pmovzxwd on x86).
+  const h = v128.load16x4_u(p);
+  // bf16 is the high half of an f32: shifting it up is the exact conversion.
+  if (format == BF16) return i32x4.shl(h, 16);
+  return f16x4ToF32(h);
+}
+
+/** One weight at p, widened to f32. */
+// @ts-ignore: decorator
+@inline function load1(format: i32, p: usize): f32 {
+  if (format == F32) return load<f32>(p);
+  const h = <u32>load<u16>(p);
+  if (format == BF16) return reinterpret<f32>(h << 16);
+  return f16ToF32(h);
+}
+
+/** Lane sum in a fixed order: (l0 + l2) + (l1 + l3). */
+// @ts-ignore: decorator
+@inline function hsum(v: v128): f32 {
+  const folded = f32x4.add(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(folded, 0) + f32x4.extract_lane(folded, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul
+//
+// Every output out[r, o] is computed by exactly the same sequence of f32 operations, whatever
+// tile computes it and whatever output range a thread was given: one f32x4 accumulator over the
+// inDim & ~3 leading weights (acc += w·x, four lanes), the lane sum hsum(acc), then the scalar
+// tail i = inDim & ~3 .. inDim − 1 in order, then the bias. So splitting the output rows over
+// threads changes no bit of the result.
+
+/** Finish one output: lane sum, scalar tail, bias. */
+// @ts-ignore: decorator
+@inline function finish(format: i32, acc: v128, wRow: usize, xRow: usize, vecEnd: i32, inDim: i32, bias: usize, o: i32): f32 {
+  let sum = hsum(acc);
+  for (let i = vecEnd; i < inDim; i++) {
+    sum += load1(format, wRow + (<usize>i << weightShift(format))) * load<f32>(xRow + (<usize>i << 2));
+  }
+  if (bias != 0) sum += load<f32>(bias + (<usize>o << 2));
+  return sum;
+}
+
+/**
+ * Four output rows (o0..o3) × two activation rows (r, r + 1): each weight vector is loaded and
+ * widened once and used for both rows; eight independent accumulators keep the adders busy.
+ * Register budget (16 xmm on x86-64): 8 accumulators + 2 activation vectors + 1 weight vector.
+ */
+// @ts-ignore: decorator
+@inline function tile4x2(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const shift = weightShift(format);
+  const wRowBytes = <usize>inDim << shift;
+  const w0 = w + <usize>o0 * wRowBytes;
+  const w1 = w + <usize>o1 * wRowBytes;
+  const w2 = w + <usize>o2 * wRowBytes;
+  const w3 = w + <usize>o3 * wRowBytes;
+  const x0 = x + ((<usize>r * <usize>inDim) << 2);
+  const x1 = x0 + (<usize>inDim << 2);
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
+  const vecEnd = inDim & ~3;
+  for (let i = 0; i < vecEnd; i += 4) {
+    const xOff = <usize>i << 2;
+    const wOff = <usize>i << shift;
+    const xv0 = v128.load(x0 + xOff);
+    const xv1 = v128.load(x1 + xOff);
+    let wv = load4(format, w0 + wOff);
+    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
+    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    wv = load4(format, w1 + wOff);
+    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
+    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    wv = load4(format, w2 + wOff);
+    a20 = f32x4.add(a20, f32x4.mul(wv, xv0));
+    a21 = f32x4.add(a21, f32x4.mul(wv, xv1));
+    wv = load4(format, w3 + wOff);
+    a30 = f32x4.add(a30, f32x4.mul(wv, xv0));
+    a31 = f32x4.add(a31, f32x4.mul(wv, xv1));
+  }
+  const out0 = out + ((<usize>r * <usize>outDim) << 2);
+  const out1 = out0 + (<usize>outDim << 2);
+  store<f32>(out0 + (<usize>o0 << 2), finish(format, a00, w0, x0, vecEnd, inDim, bias, o0));
+  store<f32>(out1 + (<usize>o0 << 2), finish(format, a01, w0, x1, vecEnd, inDim, bias, o0));
+  store<f32>(out0 + (<usize>o1 << 2), finish(format, a10, w1, x0, vecEnd, inDim, bias, o1));
+  store<f32>(out1 + (<usize>o1 << 2), finish(format, a11, w1, x1, vecEnd, inDim, bias, o1));
+  store<f32>(out0 + (<usize>o2 << 2), finish(format, a20, w2, x0, vecEnd, inDim, bias, o2));
+  store<f32>(out1 + (<usize>o2 << 2), finish(format, a21, w2, x1, vecEnd, inDim, bias, o2));
+  store<f32>(out0 + (<usize>o3 << 2), finish(format, a30, w3, x0, vecEnd, inDim, bias, o3));
+  store<f32>(out1 + (<usize>o3 << 2), finish(format, a31, w3, x1, vecEnd, inDim, bias, o3));
+}
+
+/** Four output rows × one activation row (rows = 1, or the last row of an odd count). */
+// @ts-ignore: decorator
+@inline function tile4x1(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const shift = weightShift(format);
+  const wRowBytes = <usize>inDim << shift;
+  const w0 = w + <usize>o0 * wRowBytes;
+  const w1 = w + <usize>o1 * wRowBytes;
+  const w2 = w + <usize>o2 * wRowBytes;
+  const w3 = w + <usize>o3 * wRowBytes;
+  const x0 = x + ((<usize>r * <usize>inDim) << 2);
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  const vecEnd = inDim & ~3;
+  for (let i = 0; i < vecEnd; i += 4) {
+    const wOff = <usize>i << shift;
+    const xv = v128.load(x0 + (<usize>i << 2));
+    a0 = f32x4.add(a0, f32x4.mul(load4(format, w0 + wOff), xv));
+    a1 = f32x4.add(a1, f32x4.mul(load4(format, w1 + wOff), xv));
+    a2 = f32x4.add(a2, f32x4.mul(load4(format, w2 + wOff), xv));
+    a3 = f32x4.add(a3, f32x4.mul(load4(format, w3 + wOff), xv));
+  }
+  const out0 = out + ((<usize>r * <usize>outDim) << 2);
+  store<f32>(out0 + (<usize>o0 << 2), finish(format, a0, w0, x0, vecEnd, inDim, bias, o0));
+  store<f32>(out0 + (<usize>o1 << 2), finish(format, a1, w1, x0, vecEnd, inDim, bias, o1));
+  store<f32>(out0 + (<usize>o2 << 2), finish(format, a2, w2, x0, vecEnd, inDim, bias, o2));
+  store<f32>(out0 + (<usize>o3 << 2), finish(format, a3, w3, x0, vecEnd, inDim, bias, o3));
+}
+
+/** Bytes of activation rows kept hot while every weight row streams past them (prefill). */
+const ACTIVATION_CHUNK_BYTES: i32 = 256 * 1024;
+
+// @ts-ignore: decorator
+@inline function matmulAny(format: i32, out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
+  // Decode (rows = P ≤ 8): all rows in one chunk, so each weight row is read from memory exactly
+  // once per call. Prefill (rows = P × tokens): chunks of rows small enough to stay in cache; the
+  // weights are then read once per chunk, each weight vector used for 2 rows per load.
+  const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~1);
+  const last = oEnd - 1;
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const r1 = min(rows, r0 + chunk);
+    for (let o = oStart; o < oEnd; o += 4) {
+      // Past the end of the range the tile repeats the last row: the same inputs give the same
+      // bits, stored to the same place, and there is only one code path.
+      const o1 = min(o + 1, last);
+      const o2 = min(o + 2, last);
+      const o3 = min(o + 3, last);
+      let r = r0;
+      for (; r + 2 <= r1; r += 2) tile4x2(format, out, x, w, bias, inDim, outDim, o, o1, o2, o3, r);
+      if (r < r1) tile4x1(format, out, x, w, bias, inDim, outDim, o, o1, o2, o3, r);
+    }
+  }
+}
+
+/**
+ * out[r, o] = Σ_i w[o, i] · x[r, i] (+ bias[o]) for every row r and the outputs o in [oStart, oEnd)
+ * (a thread's share; the whole product is oStart = 0, oEnd = outDim).
+ *   W (outDim, inDim) f32 @ x (rows, inDim) -> out (rows, outDim); bias (outDim) f32 or 0 for none.
+ * Rows are the P streams at decode and P × tokens at prefill; each weight row is read once for
+ * all of them (see matmulAny). out must not overlap x.
+ */
+export function matmul_f32(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
+  matmulAny(F32, out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+}
+
+/** matmul_f32 with W (outDim, inDim) stored as bf16 (u16 each), widened exactly in registers. */
+export function matmul_bf16(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
+  matmulAny(BF16, out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+}
+
+/** matmul_f32 with W (outDim, inDim) stored as IEEE f16 (u16 each), widened exactly in registers. */
+export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
+  matmulAny(F16, out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The small kernels
+
+/** out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight.  x, out (rows, dim); weight (dim); out may alias x. */
+export function rmsnorm(out: usize, x: usize, weight: usize, eps: f64, rows: i32, dim: i32): void {
+  const vecEnd = dim & ~3;
+  for (let r = 0; r < rows; r++) {
+    const xr = x + ((<usize>r * <usize>dim) << 2);
+    const outr = out + ((<usize>r * <usize>dim) << 2);
+    // Σ x² in f64 like the oracle: each f32x4 is widened into two f64x2 (the square of an f32 is
+    // exact in f64), in two accumulators.
+    let low = f64x2.splat(0);
+    let high = f64x2.splat(0);
+    for (let i = 0; i < vecEnd; i += 4) {
+      const v = v128.load(xr + (<usize>i << 2));
+      const v01 = f64x2.promote_low_f32x4(v);
+      const v23 = f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+      low = f64x2.add(low, f64x2.mul(v01, v01));
+      high = f64x2.add(high, f64x2.mul(v23, v23));
+    }
+    let sumSquares = (f64x2.extract_lane(low, 0) + f64x2.extract_lane(low, 1)) + (f64x2.extract_lane(high, 0) + f64x2.extract_lane(high, 1));
+    for (let i = vecEnd; i < dim; i++) {
+      const v = <f64>load<f32>(xr + (<usize>i << 2));
+      sumSquares += v * v;
+    }
+    // Hugging Face: x * rsqrt(variance + eps) in float32, then times the weight (the oracle's
+    // rounding, step by step; f32 · f32 rounded to f32 is what the oracle's fround gives).
+    const scale = <f32>(1 / Math.sqrt(<f64>(<f32>(sumSquares / <f64>dim)) + eps));
+    const scales = f32x4.splat(scale);
+    for (let i = 0; i < vecEnd; i += 4) {
+      const off = <usize>i << 2;
+      v128.store(outr + off, f32x4.mul(f32x4.mul(v128.load(xr + off), scales), v128.load(weight + off)));
+    }
+    for (let i = vecEnd; i < dim; i++) {
+      const off = <usize>i << 2;
+      store<f32>(outr + off, (load<f32>(xr + off) * scale) * load<f32>(weight + off));
+    }
+  }
+}
+
+/**
+ * Rotary position embedding, "rotate_half" convention (Hugging Face Qwen2), in place.
+ * vec (numHeads, headDim) at element `offset`; freqs (headDim / 2) f32 from ropeFrequencies.
+ *   out[j]       = u[j]       · cos(t·f_j) − u[j + d/2] · sin(t·f_j)
+ *   out[j + d/2] = u[j + d/2] · cos(t·f_j) + u[j]       · sin(t·f_j)
+ * Element j pairs with j + d/2, not j + 1. Computed in f64 with the oracle's roundings (it costs
+ * d/2 cos/sin per call, nothing next to a matmul), so the result matches it to the bit except
+ * where the two libm's cos differ in the last f64 place.
+ */
+export function rope(vec: usize, offset: i32, numHeads: i32, headDim: i32, position: i32, freqs: usize): void {
+  const half = headDim >> 1;
+  for (let j = 0; j < half; j++) {
+    const angle = <f32>(<f64>position * <f64>load<f32>(freqs + (<usize>j << 2)));
+    const cos = <f64>(<f32>Math.cos(<f64>angle));
+    const sin = <f64>(<f32>Math.sin(<f64>angle));
+    for (let h = 0; h < numHeads; h++) {
+      const base = vec + (<usize>(offset + h * headDim) << 2);
+      const pa = base + (<usize>j << 2);
+      const pb = base + (<usize>(j + half) << 2);
+      const a = <f64>load<f32>(pa);
+      const b = <f64>load<f32>(pb);
+      store<f32>(pa, <f32>(a * cos - b * sin));
+      store<f32>(pb, <f32>(b * cos + a * sin));
+    }
+  }
+}
+
+/** Numerically safe softmax over x[offset .. offset + n), in place (f64 exp and sum, like the oracle). */
+export function softmax(x: usize, offset: i32, n: i32): void {
+  const p = x + (<usize>offset << 2);
+  let maximum: f32 = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = load<f32>(p + (<usize>i << 2));
+    if (v > maximum) maximum = v;
+  }
+  let sum: f64 = 0;
+  for (let i = 0; i < n; i++) {
+    const e = Math.exp(<f64>load<f32>(p + (<usize>i << 2)) - <f64>maximum);
+    store<f32>(p + (<usize>i << 2), <f32>e);
+    sum += e;
+  }
+  for (let i = 0; i < n; i++) store<f32>(p + (<usize>i << 2), <f32>(<f64>load<f32>(p + (<usize>i << 2)) / sum));
+}
+
+/** q · k over n f32 values: one f32x4 accumulator, lane sum, scalar tail (the order dot4 uses too). */
+// @ts-ignore: decorator
+@inline function dot(q: usize, k: usize, n: i32): f32 {
+  const vecEnd = n & ~3;
+  let acc = f32x4.splat(0);
+  for (let i = 0; i < vecEnd; i += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), v128.load(k + (<usize>i << 2))));
+  let sum = hsum(acc);
+  for (let i = vecEnd; i < n; i++) sum += load<f32>(q + (<usize>i << 2)) * load<f32>(k + (<usize>i << 2));
+  return sum;
+}
+
+/**
+ * Grouped-query attention of ONE query position of one stream over its cache.
+ *   out   (numHeads · headDim)                    written
+ *   q     (numHeads · headDim) at element qOffset  already rotated
+ *   keys, values (numKvHeads, capacity, headDim)   entries 0..length-1 valid (prefix first, causal)
+ *   scores (length)                                scratch
+ * Query head h reads KV head floor(h / (numHeads / numKvHeads)). Scores are q·k in f32 lanes,
+ * scaled in f64 and rounded like the oracle; the softmax is the safe one above; the weighted sum of
+ * values runs over the cache in order with four f32x4 accumulators per 16 output elements.
+ */
+export function attention(out: usize, q: usize, qOffset: i32, keys: usize, values: usize, length: i32, capacity: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scores: usize): void {
+  const group = numHeads / numKvHeads;
+  const scale = 1 / Math.sqrt(<f64>headDim);
+  const rowBytes = <usize>headDim << 2;
+  const vecEnd = headDim & ~3;
+  for (let h = 0; h < numHeads; h++) {
+    const kvBase = <usize>(h / group) * <usize>capacity * rowBytes;
+    const qh = q + (<usize>(qOffset + h * headDim) << 2);
+    const k = keys + kvBase;
+    // scores: four keys at a time share each load of q
+    let s = 0;
+    for (; s + 4 <= length; s += 4) {
+      const k0 = k + <usize>s * rowBytes;
+      const k1 = k0 + rowBytes;
+      const k2 = k1 + rowBytes;
+      const k3 = k2 + rowBytes;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let i = 0; i < vecEnd; i += 4) {
+        const off = <usize>i << 2;
+        const qv = v128.load(qh + off);
+        a0 = f32x4.add(a0, f32x4.mul(qv, v128.load(k0 + off)));
+        a1 = f32x4.add(a1, f32x4.mul(qv, v128.load(k1 + off)));
+        a2 = f32x4.add(a2, f32x4.mul(qv, v128.load(k2 + off)));
+        a3 = f32x4.add(a3, f32x4.mul(qv, v128.load(k3 + off)));
+      }
+      let d0 = hsum(a0), d1 = hsum(a1), d2 = hsum(a2), d3 = hsum(a3);
+      for (let i = vecEnd; i < headDim; i++) {
+        const off = <usize>i << 2;
+        const qi = load<f32>(qh + off);
+        d0 += qi * load<f32>(k0 + off);
+        d1 += qi * load<f32>(k1 + off);
+        d2 += qi * load<f32>(k2 + off);
+        d3 += qi * load<f32>(k3 + off);
+      }
+      const sp = scores + (<usize>s << 2);
+      store<f32>(sp, <f32>(<f64>d0 * scale));
+      store<f32>(sp, <f32>(<f64>d1 * scale), 4);
+      store<f32>(sp, <f32>(<f64>d2 * scale), 8);
+      store<f32>(sp, <f32>(<f64>d3 * scale), 12);
+    }
+    for (; s < length; s++) store<f32>(scores + (<usize>s << 2), <f32>(<f64>dot(qh, k + <usize>s * rowBytes, headDim) * scale));
+    softmax(scores, 0, length);
+
+    // out_h = Σ_s p_s · v_s, 16 output elements at a time kept in registers over the whole cache
+    const v = values + kvBase;
+    const oh = out + (<usize>h * rowBytes);
+    let i = 0;
+    for (; i + 16 <= vecEnd; i += 16) {
+      const off = <usize>i << 2;
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let t = 0; t < length; t++) {
+        const p = v128.load32_splat(scores + (<usize>t << 2));
+        const vt = v + <usize>t * rowBytes + off;
+        a0 = f32x4.add(a0, f32x4.mul(p, v128.load(vt)));
+        a1 = f32x4.add(a1, f32x4.mul(p, v128.load(vt, 16)));
+        a2 = f32x4.add(a2, f32x4.mul(p, v128.load(vt, 32)));
+        a3 = f32x4.add(a3, f32x4.mul(p, v128.load(vt, 48)));
+      }
+      v128.store(oh + off, a0);
+      v128.store(oh + off, a1, 16);
+      v128.store(oh + off, a2, 32);
+      v128.store(oh + off, a3, 48);
+    }
+    for (; i < vecEnd; i += 4) {
+      const off = <usize>i << 2;
+      let a = f32x4.splat(0);
+      for (let t = 0; t < length; t++) a = f32x4.add(a, f32x4.mul(v128.load32_splat(scores + (<usize>t << 2)), v128.load(v + <usize>t * rowBytes + off)));
+      v128.store(oh + off, a);
+    }
+    for (; i < headDim; i++) {
+      const off = <usize>i << 2;
+      let a: f32 = 0;
+      for (let t = 0; t < length; t++) a += load<f32>(scores + (<usize>t << 2)) * load<f32>(v + <usize>t * rowBytes + off);
+      store<f32>(oh + off, a);
+    }
+  }
+}
+
+/** out[i] = silu(gate[i]) · up[i] for i < n, silu(z) = z / (1 + e^-z), in f64 like the oracle.  out may alias gate. */
+export function swiglu(out: usize, gate: usize, up: usize, n: i32): void {
+  for (let i = 0; i < n; i++) {
+    const off = <usize>i << 2;
+    const g = <f64>load<f32>(gate + off);
+    store<f32>(out + off, <f32>((g / (1 + Math.exp(-g))) * <f64>load<f32>(up + off)));
+  }
+}
+
+// @ts-ignore: decorator
+@inline function aggregateAny(format: i32, out: usize, weightsOut: usize, hidden: usize, w0: usize, b0: usize, w2: usize, b2: usize, smoothing: f64, P: i32, H: i32, scratch: usize): void {
+  const c = scratch;
+  const z = scratch + (<usize>(P * H) << 2);
+  // The aggregation MLP reads the streams INTERLEAVED (feature-major, stream-minor):
+  // c[j·P + p] = h[p][j], the reference code's `(h n_parscale)` layout.
+  for (let j = 0; j < H; j++) {
+    for (let p = 0; p < P; p++) store<f32>(c + (<usize>(j * P + p) << 2), load<f32>(hidden + (<usize>(p * H + j) << 2)));
+  }
+  matmulAny(format, z, c, w0, b0, 1, P * H, H, 0, H);
+  for (let j = 0; j < H; j++) {
+    const zj = <f64>load<f32>(z + (<usize>j << 2));
+    store<f32>(z + (<usize>j << 2), <f32>(zj / (1 + Math.exp(-zj))));
+  }
+  matmulAny(format, weightsOut, z, w2, b2, 1, H, P, 0, P);
+  softmax(weightsOut, 0, P);
+  // Smoothing keeps every stream's weight at least s / P.
+  for (let p = 0; p < P; p++) {
+    const wp = weightsOut + (<usize>p << 2);
+    store<f32>(wp, <f32>(<f64>load<f32>(wp) * (1 - smoothing) + smoothing / <f64>P));
+  }
+  // y = Σ_p w_p · h[p], four features at a time, streams summed in order
+  const vecEnd = H & ~3;
+  for (let j = 0; j < vecEnd; j += 4) {
+    let acc = f32x4.splat(0);
+    for (let p = 0; p < P; p++) {
+      acc = f32x4.add(acc, f32x4.mul(v128.load32_splat(weightsOut + (<usize>p << 2)), v128.load(hidden + (<usize>(p * H + j) << 2))));
+    }
+    v128.store(out + (<usize>j << 2), acc);
+  }
+  for (let j = vecEnd; j < H; j++) {
+    let acc: f32 = 0;
+    for (let p = 0; p < P; p++) acc += load<f32>(weightsOut + (<usize>p << 2)) * load<f32>(hidden + (<usize>(p * H + j) << 2));
+    store<f32>(out + (<usize>j << 2), acc);
+  }
+}
+
+/**
+ * ParScale output aggregation for one position (SPEC.md step 4).
+ *   out (H)                 y = Σ_p w_p · h[p]
+ *   weightsOut (P)          the smoothed aggregation weights w
+ *   hidden (P, H)           the streams' final hidden states (after the final norm)
+ *   w0 (H, P·H), b0 (H), w2 (P, H), b2 (P)   model.aggregate_layer.{0,2}; w0 and w2 f32 here
+ *   scratch (P·H + H)
+ * z = W2 · silu(W0 · c + b0) + b2 with c interleaved (see aggregateAny); w = softmax(z) smoothed.
+ */
+export function aggregate_f32(out: usize, weightsOut: usize, hidden: usize, w0: usize, b0: usize, w2: usize, b2: usize, smoothing: f64, P: i32, H: i32, scratch: usize): void {
+  aggregateAny(F32, out, weightsOut, hidden, w0, b0, w2, b2, smoothing, P, H, scratch);
+}
+
+/** aggregate_f32 with w0 and w2 stored as bf16 (biases f32). */
+export function aggregate_bf16(out: usize, weightsOut: usize, hidden: usize, w0: usize, b0: usize, w2: usize, b2: usize, smoothing: f64, P: i32, H: i32, scratch: usize): void {
+  aggregateAny(BF16, out, weightsOut, hidden, w0, b0, w2, b2, smoothing, P, H, scratch);
+}
+
+/** aggregate_f32 with w0 and w2 stored as f16 (biases f32). */
+export function aggregate_f16(out: usize, weightsOut: usize, hidden: usize, w0: usize, b0: usize, w2: usize, b2: usize, smoothing: f64, P: i32, H: i32, scratch: usize): void {
+  aggregateAny(F16, out, weightsOut, hidden, w0, b0, w2, b2, smoothing, P, H, scratch);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roofline references for the benchmarks
+
+/** Reads [ptr, ptr + bytes) with v128 loads (64 bytes per step, four independent sums); bytes is rounded down to 64. */
+export function read_bandwidth(ptr: usize, bytes: usize): i32 {
+  let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+  const end = ptr + (bytes & ~(<usize>63));
+  for (let p = ptr; p < end; p += 64) {
+    a0 = i32x4.add(a0, v128.load(p));
+    a1 = i32x4.add(a1, v128.load(p, 16));
+    a2 = i32x4.add(a2, v128.load(p, 32));
+    a3 = i32x4.add(a3, v128.load(p, 48));
+  }
+  const sum = i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3));
+  return i32x4.extract_lane(sum, 0) + i32x4.extract_lane(sum, 1) + i32x4.extract_lane(sum, 2) + i32x4.extract_lane(sum, 3);
+}
+
+/**
+ * The mul + add peak: `iterations` steps of acc = acc · 0.5 + 1 on twelve independent f32x4
+ * accumulators (96 flops per step; the chains converge to 2, so no overflow or subnormal).
+ * Twelve chains hide the mul-then-add latency; the result is returned so nothing is optimised away.
+ */
+export function madd_peak(iterations: i32): f32 {
+  const m = f32x4.splat(0.5);
+  const c = f32x4.splat(1);
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0.1), a2 = f32x4.splat(0.2), a3 = f32x4.splat(0.3);
+  let a4 = f32x4.splat(0.4), a5 = f32x4.splat(0.5), a6 = f32x4.splat(0.6), a7 = f32x4.splat(0.7);
+  let a8 = f32x4.splat(0.8), a9 = f32x4.splat(0.9), a10 = f32x4.splat(1.1), a11 = f32x4.splat(1.2);
+  for (let i = 0; i < iterations; i++) {
+    a0 = f32x4.add(f32x4.mul(a0, m), c);
+    a1 = f32x4.add(f32x4.mul(a1, m), c);
+    a2 = f32x4.add(f32x4.mul(a2, m), c);
+    a3 = f32x4.add(f32x4.mul(a3, m), c);
+    a4 = f32x4.add(f32x4.mul(a4, m), c);
+    a5 = f32x4.add(f32x4.mul(a5, m), c);
+    a6 = f32x4.add(f32x4.mul(a6, m), c);
+    a7 = f32x4.add(f32x4.mul(a7, m), c);
+    a8 = f32x4.add(f32x4.mul(a8, m), c);
+    a9 = f32x4.add(f32x4.mul(a9, m), c);
+    a10 = f32x4.add(f32x4.mul(a10, m), c);
+    a11 = f32x4.add(f32x4.mul(a11, m), c);
+  }
+  const sum = f32x4.add(
+    f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7))),
+    f32x4.add(f32x4.add(a8, a9), f32x4.add(a10, a11)),
+  );
+  return hsum(sum);
+}
+
+/** The first byte after this module's static data (math tables): the bridge allocates from here. */
+export function heap_base(): usize {
+  return __heap_base;
+}

@@ -1,0 +1,201 @@
+// The thin bridge to the WebAssembly kernels (assembly/kernels.ts, built into kernels.wasm next to
+// this file by `npm run build:wasm`). It owns one shared WebAssembly.Memory, a bump allocator over
+// it, and wrappers with the oracle's names and argument order (src/reference/kernels.ts) in which
+// every array is a byte offset ("pointer") into that memory.
+//
+// The memory is shared (SharedArrayBuffer) so that worker threads can run their own instance of
+// the same module over the same bytes (pool.ts). A shared memory is never detached when it grows:
+// typed-array views made earlier stay valid (they just do not see the new pages).
+import { readFileSync } from 'node:fs';
+
+/** A byte offset into the kernels' linear memory. */
+export type Ptr = number;
+
+/** How a weight matrix is stored: the kernels widen bf16 and f16 to f32 in registers. */
+export type WeightFormat = 'f32' | 'bf16' | 'f16';
+
+/** The raw exports of assembly/kernels.ts (see the contract comments there). */
+export interface KernelExports {
+  matmul_f32(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
+  matmul_bf16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
+  matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
+  rmsnorm(out: Ptr, x: Ptr, weight: Ptr, eps: number, rows: number, dim: number): void;
+  rope(vec: Ptr, offset: number, numHeads: number, headDim: number, position: number, freqs: Ptr): void;
+  softmax(x: Ptr, offset: number, n: number): void;
+  attention(out: Ptr, q: Ptr, qOffset: number, keys: Ptr, values: Ptr, length: number, capacity: number, numHeads: number, numKvHeads: number, headDim: number, scores: Ptr): void;
+  swiglu(out: Ptr, gate: Ptr, up: Ptr, n: number): void;
+  aggregate_f32(out: Ptr, weightsOut: Ptr, hidden: Ptr, w0: Ptr, b0: Ptr, w2: Ptr, b2: Ptr, smoothing: number, P: number, H: number, scratch: Ptr): void;
+  aggregate_bf16(out: Ptr, weightsOut: Ptr, hidden: Ptr, w0: Ptr, b0: Ptr, w2: Ptr, b2: Ptr, smoothing: number, P: number, H: number, scratch: Ptr): void;
+  aggregate_f16(out: Ptr, weightsOut: Ptr, hidden: Ptr, w0: Ptr, b0: Ptr, w2: Ptr, b2: Ptr, smoothing: number, P: number, H: number, scratch: Ptr): void;
+  read_bandwidth(ptr: Ptr, bytes: number): number;
+  madd_peak(iterations: number): number;
+  heap_base(): Ptr;
+}
+
+export const WASM_PAGE_BYTES = 65536;
+/** The module declares its memory with at most 65536 pages: 4 GiB, all wasm32 can address. */
+export const MAX_PAGES = 65536;
+
+export const kernelsWasmUrl = new URL('./kernels.wasm', import.meta.url);
+
+let compiled: WebAssembly.Module | undefined;
+
+/** The compiled module, compiled once per thread. A Module can be posted to workers as is. */
+export function kernelsModule(): WebAssembly.Module {
+  compiled ??= new WebAssembly.Module(readFileSync(kernelsWasmUrl));
+  return compiled;
+}
+
+/** One instance of the kernels over `memory` (each worker thread makes its own). */
+export function instantiateKernels(memory: WebAssembly.Memory, module: WebAssembly.Module = kernelsModule()): KernelExports {
+  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+}
+
+/** An f32 array in the kernels' memory: `ptr` for the kernels, `array` to read and write from JS. */
+export interface F32Buffer {
+  readonly ptr: Ptr;
+  readonly length: number;
+  readonly array: Float32Array;
+}
+
+/** A u16 array in the kernels' memory (bf16 or f16 weights, as their raw bits). */
+export interface U16Buffer {
+  readonly ptr: Ptr;
+  readonly length: number;
+  readonly array: Uint16Array;
+}
+
+export interface WasmKernelsOptions {
+  /** Pages (64 KiB) to start with; the allocator grows the memory as needed. */
+  initialPages?: number;
+  /** The most pages the memory may ever grow to (≤ 65536). */
+  maximumPages?: number;
+}
+
+/** The kernels on one shared memory, with a bump allocator and the oracle-shaped wrappers. */
+export class WasmKernels {
+  readonly memory: WebAssembly.Memory;
+  readonly module: WebAssembly.Module;
+  readonly exports: KernelExports;
+  /** Where allocation starts: the first 16-byte boundary after the module's static data. */
+  readonly heapBase: Ptr;
+  private top: Ptr;
+
+  constructor(options: WasmKernelsOptions = {}) {
+    const initial = options.initialPages ?? 16;
+    const maximum = options.maximumPages ?? MAX_PAGES;
+    this.memory = new WebAssembly.Memory({ initial, maximum, shared: true });
+    this.module = kernelsModule();
+    this.exports = instantiateKernels(this.memory, this.module);
+    this.heapBase = align(this.exports.heap_base(), 16);
+    this.top = this.heapBase;
+  }
+
+  // ---- allocation ------------------------------------------------------------------------------
+
+  /** Reserve `bytes` (aligned to `alignment`, default 16 for v128), growing the memory if needed. */
+  alloc(bytes: number, alignment = 16): Ptr {
+    const ptr = align(this.top, alignment);
+    const end = ptr + bytes;
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      const pages = Math.ceil((end - have) / WASM_PAGE_BYTES);
+      try {
+        this.memory.grow(pages);
+      } catch (cause) {
+        throw new RangeError(`WebAssembly memory cannot grow to ${end} bytes (${have} in use, at most 4 GiB)`, { cause });
+      }
+    }
+    this.top = end;
+    return ptr;
+  }
+
+  /** An f32 array of `init` zeros, or a copy of `init`. */
+  f32(init: number | ArrayLike<number>): F32Buffer {
+    const length = typeof init === 'number' ? init : init.length;
+    const ptr = this.alloc(length * 4);
+    const array = new Float32Array(this.memory.buffer, ptr, length);
+    if (typeof init === 'number') array.fill(0);
+    else array.set(init);
+    return { ptr, length, array };
+  }
+
+  /** A u16 array of `init` zeros, or a copy of `init` (raw bf16/f16 bits). */
+  u16(init: number | ArrayLike<number>): U16Buffer {
+    const length = typeof init === 'number' ? init : init.length;
+    const ptr = this.alloc(length * 2);
+    const array = new Uint16Array(this.memory.buffer, ptr, length);
+    if (typeof init === 'number') array.fill(0);
+    else array.set(init);
+    return { ptr, length, array };
+  }
+
+  /** The allocation point, to free everything allocated after it with release(). */
+  mark(): Ptr {
+    return this.top;
+  }
+
+  /** Free every allocation made since mark() returned `mark` (scratch space, tests). */
+  release(mark: Ptr): void {
+    if (mark < this.heapBase || mark > this.top) throw new RangeError(`release(${mark}): not a mark of this allocator`);
+    this.top = mark;
+  }
+
+  /** Bytes allocated so far. */
+  get bytesAllocated(): number {
+    return this.top - this.heapBase;
+  }
+
+  // ---- kernels: the oracle's names and argument order, arrays as pointers ---------------------
+
+  /** out[r, o] = Σ_i w[o, i] · x[r, i] (+ bias[o]).  W (outDim, inDim) @ x (rows, inDim) -> out (rows, outDim), for o in [oStart, oEnd). */
+  matmul(format: WeightFormat, out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
+    this.exports[`matmul_${format}`](out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  matmul_f32(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
+    this.exports.matmul_f32(out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  matmul_bf16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
+    this.exports.matmul_bf16(out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
+    this.exports.matmul_f16(out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  /** out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight.  x, out (rows, dim); out may alias x. */
+  rmsnorm(out: Ptr, x: Ptr, weight: Ptr, eps: number, rows: number, dim: number): void {
+    this.exports.rmsnorm(out, x, weight, eps, rows, dim);
+  }
+
+  /** RoPE, rotate_half convention, in place on vec (numHeads, headDim) at element `offset`; freqs (headDim/2) f32. */
+  rope(vec: Ptr, offset: number, numHeads: number, headDim: number, position: number, freqs: Ptr): void {
+    this.exports.rope(vec, offset, numHeads, headDim, position, freqs);
+  }
+
+  /** Numerically safe softmax over x[offset .. offset + n), in place. */
+  softmax(x: Ptr, offset: number, n: number): void {
+    this.exports.softmax(x, offset, n);
+  }
+
+  /** Attention of one query position of one stream; keys, values (numKvHeads, capacity, headDim); scores (length) scratch. */
+  attention(out: Ptr, q: Ptr, qOffset: number, keys: Ptr, values: Ptr, length: number, capacity: number, numHeads: number, numKvHeads: number, headDim: number, scores: Ptr): void {
+    this.exports.attention(out, q, qOffset, keys, values, length, capacity, numHeads, numKvHeads, headDim, scores);
+  }
+
+  /** out[i] = silu(gate[i]) · up[i], for i < n.  out may alias gate. */
+  swiglu(out: Ptr, gate: Ptr, up: Ptr, n: number): void {
+    this.exports.swiglu(out, gate, up, n);
+  }
+
+  /** ParScale aggregation of one position; w0 (H, P·H) and w2 (P, H) in `format`, biases f32; scratch (P·H + H). */
+  aggregate(format: WeightFormat, out: Ptr, weightsOut: Ptr, hidden: Ptr, w0: Ptr, b0: Ptr, w2: Ptr, b2: Ptr, smoothing: number, P: number, H: number, scratch: Ptr): void {
+    this.exports[`aggregate_${format}`](out, weightsOut, hidden, w0, b0, w2, b2, smoothing, P, H, scratch);
+  }
+}
+
+function align(n: number, alignment: number): number {
+  return Math.ceil(n / alignment) * alignment;
+}

@@ -1,0 +1,187 @@
+// Threads for the kernels: the calling thread plus N − 1 worker threads, each running its own
+// instance of the kernels module over the SAME shared memory (so no weight or activation is ever
+// copied). A matmul is split by output rows: thread i computes out[:, o] for o in its range. Each
+// output is computed by the same operations whatever the range (see matmul in
+// assembly/kernels.ts), so any number of threads gives the same bits as one.
+//
+// No message is posted per operation. The caller writes the job into a control block in the
+// shared memory, bumps a generation counter and wakes the workers (Atomics.notify); each worker
+// runs its share, decrements a pending counter, and the last one wakes the caller. Both sides spin
+// briefly before sleeping in Atomics.wait, because a decode step runs hundreds of matmuls of a
+// fraction of a millisecond each and a futex round trip per matmul would show.
+import { Worker } from 'node:worker_threads';
+import type { KernelExports, Ptr, WasmKernels, WeightFormat } from './kernels.ts';
+
+// Control block layout (Int32Array slots).
+const GENERATION = 0; // bumped by the caller for every job; workers wait on it
+const PENDING = 1; // workers that have not finished the current job
+const FAILED = 2; // set to 1 by a worker whose share threw
+const OP = 3;
+const ARGS = 4; // the op's i32 arguments follow
+const CONTROL_INTS = 16;
+
+const OP_EXIT = 0;
+const OP_MATMUL: Record<WeightFormat, number> = { f32: 1, bf16: 2, f16: 3 };
+
+/** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
+const SPIN_POLLS = 20_000;
+
+/** What each worker is started with (structured-cloned: the Module and shared Memory are shared, not copied). */
+export interface WorkerData {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  control: Ptr;
+  part: number;
+  parts: number;
+}
+
+/** The output rows [start, end) of thread `part` of `parts`: contiguous, in multiples of 4 (the kernel's tile). */
+export function outputRange(part: number, parts: number, outDim: number): [number, number] {
+  const chunk = Math.ceil(outDim / parts / 4) * 4;
+  return [Math.min(outDim, part * chunk), Math.min(outDim, (part + 1) * chunk)];
+}
+
+/** Run thread `part`'s share of the job described in the control block. */
+function runShare(kernels: KernelExports, control: Int32Array, part: number, parts: number): void {
+  const op = control[OP];
+  const [out, x, w, bias, rows, inDim, outDim] = control.subarray(ARGS, ARGS + 7);
+  const [oStart, oEnd] = outputRange(part, parts, outDim);
+  if (oStart >= oEnd) return;
+  if (op === OP_MATMUL.f32) kernels.matmul_f32(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+  else if (op === OP_MATMUL.bf16) kernels.matmul_bf16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+  else if (op === OP_MATMUL.f16) kernels.matmul_f16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+  else throw new Error(`kernel pool: unknown op ${op}`);
+}
+
+/** Wait until control[index] is no longer `value`: spin first, then sleep. */
+function waitWhile(control: Int32Array, index: number, value: number): void {
+  for (let i = 0; i < SPIN_POLLS; i++) if (Atomics.load(control, index) !== value) return;
+  while (Atomics.load(control, index) === value) Atomics.wait(control, index, value);
+}
+
+/** The worker side (worker.ts): serve jobs until the exit op. */
+export function serveJobs(kernels: KernelExports, data: WorkerData): void {
+  const control = new Int32Array(data.memory.buffer, data.control, CONTROL_INTS);
+  // Generation 0, not whatever the counter holds now: the block starts zeroed and the caller may
+  // already have bumped it (a job, or close() right after create()) by the time we get here.
+  let seen = 0;
+  for (;;) {
+    waitWhile(control, GENERATION, seen);
+    seen = Atomics.load(control, GENERATION);
+    if (control[OP] === OP_EXIT) return;
+    try {
+      runShare(kernels, control, data.part, data.parts);
+    } catch (error) {
+      Atomics.store(control, FAILED, 1);
+      console.error(`kernel pool worker ${data.part}:`, error);
+    }
+    if (Atomics.sub(control, PENDING, 1) === 1) Atomics.notify(control, PENDING);
+  }
+}
+
+// Workers are TypeScript too. Node's Worker will not load a .ts entry even under tsx, so the entry
+// is a one-line ES module (a data: URL) that registers tsx's loader and imports worker.ts.
+const workerEntry = new URL(
+  'data:text/javascript,' +
+    encodeURIComponent(
+      `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))}; register();` +
+        `await import(${JSON.stringify(new URL('./worker.ts', import.meta.url).href)});`,
+    ),
+);
+
+/** The kernels on `threads` threads: this one plus threads − 1 workers. */
+export class KernelPool {
+  private readonly control: Int32Array;
+  private closed = false;
+
+  private constructor(
+    private readonly kernels: WasmKernels,
+    private readonly workers: Worker[],
+    controlPtr: Ptr,
+  ) {
+    this.control = new Int32Array(kernels.memory.buffer, controlPtr, CONTROL_INTS);
+  }
+
+  /** Start threads − 1 workers on `kernels`' memory; resolves when every worker is ready. */
+  static async create(kernels: WasmKernels, threads: number): Promise<KernelPool> {
+    if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be an integer ≥ 1, got ${threads}`);
+    const controlPtr = kernels.alloc(CONTROL_INTS * 4, 64);
+    new Int32Array(kernels.memory.buffer, controlPtr, CONTROL_INTS).fill(0);
+    const workers = Array.from({ length: threads - 1 }, (_, i) => {
+      const workerData: WorkerData = { module: kernels.module, memory: kernels.memory, control: controlPtr, part: i + 1, parts: threads };
+      return new Worker(workerEntry, { workerData });
+    });
+    try {
+      await Promise.all(
+        workers.map(
+          (worker) =>
+            new Promise<void>((resolve, reject) => {
+              worker.once('message', () => resolve());
+              worker.once('error', reject);
+              worker.once('exit', (code) => reject(new Error(`kernel pool worker exited with code ${code} before it was ready`)));
+            }),
+        ),
+      );
+    } catch (error) {
+      await Promise.all(workers.map((worker) => worker.terminate()));
+      throw error;
+    }
+    // Idle workers sleep in Atomics.wait; they must not keep the process alive.
+    for (const worker of workers) worker.unref();
+    return new KernelPool(kernels, workers, controlPtr);
+  }
+
+  get threads(): number {
+    return this.workers.length + 1;
+  }
+
+  /** The whole product out = W x (+ bias), split over the threads by output rows. Same contract as WasmKernels.matmul. */
+  matmul(format: WeightFormat, out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    this.run(OP_MATMUL[format], [out, x, w, bias ?? 0, rows, inDim, outDim]);
+  }
+
+  matmul_f32(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    this.matmul('f32', out, x, w, bias, rows, inDim, outDim);
+  }
+
+  matmul_bf16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    this.matmul('bf16', out, x, w, bias, rows, inDim, outDim);
+  }
+
+  matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    this.matmul('f16', out, x, w, bias, rows, inDim, outDim);
+  }
+
+  /** Stop the workers. The pool cannot be used afterwards; the memory and kernels stay usable. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const exited = this.workers.map((worker) => {
+      worker.ref(); // keep the event loop alive until the exit event arrives
+      return new Promise((resolve) => worker.once('exit', resolve));
+    });
+    this.control[OP] = OP_EXIT;
+    Atomics.add(this.control, GENERATION, 1);
+    Atomics.notify(this.control, GENERATION);
+    await Promise.all(exited);
+  }
+
+  private run(op: number, args: number[]): void {
+    if (this.closed) throw new Error('kernel pool is closed');
+    const control = this.control;
+    control[OP] = op;
+    control.set(args, ARGS);
+    Atomics.store(control, FAILED, 0);
+    Atomics.store(control, PENDING, this.workers.length);
+    // The atomic bump publishes the job written above to every worker that sees the new value.
+    Atomics.add(control, GENERATION, 1);
+    if (this.workers.length > 0) Atomics.notify(control, GENERATION);
+    try {
+      runShare(this.kernels.exports, control, 0, this.threads);
+    } finally {
+      // Even if our share threw, wait for the workers, so the next job never overlaps this one.
+      for (let pending = Atomics.load(control, PENDING); pending !== 0; pending = Atomics.load(control, PENDING)) waitWhile(control, PENDING, pending);
+    }
+    if (Atomics.load(control, FAILED) !== 0) throw new Error('kernel pool: a worker failed (see its message on stderr)');
+  }
+}
