@@ -1,6 +1,7 @@
 // `parscale COMMAND ...`: dispatch to a command; turn expected errors into one line on stderr.
 import { CheckpointError } from '../checkpoint/errors.ts';
 import { UsageError } from './args.ts';
+import { benchCommand } from './bench.ts';
 import { chatCommand } from './chat.ts';
 import { dumpCommand } from './dump.ts';
 import { generateCommand } from './generate.ts';
@@ -12,6 +13,7 @@ const commands: Record<string, { run: Command; summary: string }> = {
   generate: { run: generateCommand, summary: 'continue a prompt, streaming the text' },
   chat: { run: chatCommand, summary: 'talk with a model through its chat template' },
   info: { run: infoCommand, summary: 'summarise a checkpoint: shape, parameters, memory' },
+  bench: { run: benchCommand, summary: 'measure prefill/decode speed and memory' },
   dump: { run: dumpCommand, summary: 'write logits (and hidden states) for token ids as JSON' },
 };
 

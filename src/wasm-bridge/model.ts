@@ -50,6 +50,9 @@ interface WasmLayer {
   prefixValues: Float32Array | null;
 }
 
+/** f32 multiply-adds per iteration of assembly's madd_peak (see its contract comment) */
+const MADD_PER_ITERATION = 48; // twelve f32x4 accumulators, one mul + one add each
+
 const FORMAT: Record<RawTensor['dtype'], WeightFormat> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
 
 class WasmSequence implements SequenceState {
@@ -75,6 +78,8 @@ export class WasmModel implements LanguageModel {
     private readonly finalNorm: Ptr,
     private readonly aggregation: { w0: Matrix; b0: Ptr; w2: Matrix; b2: Ptr } | null,
     private readonly freqs: Ptr,
+    /** where the weights start in the kernels' memory (they are contiguous) */
+    private readonly weightsStart: Ptr,
     readonly maxContext: number,
     readonly maxChunk: number,
     private readonly buffers: Record<'x' | 'xb' | 'q' | 'k' | 'v' | 'heads' | 'delta' | 'gate' | 'up' | 'scores' | 'streams' | 'y' | 'aggWeights' | 'aggScratch' | 'logits', Ptr>,
@@ -126,6 +131,7 @@ export class WasmModel implements LanguageModel {
 
     const kernels = new WasmKernels({ initialPages: Math.ceil(budget / 65536) + 16 });
     const bytes = kernels.memory.buffer;
+    const weightsStart = kernels.mark();
     const matrix = (name: string): Matrix => {
       const tensor = tensors.get(name)!;
       const ptr = kernels.alloc(tensor.data.byteLength);
@@ -166,7 +172,7 @@ export class WasmModel implements LanguageModel {
       }
       aggregation = { w0, b0: vector('model.aggregate_layer.0.bias'), w2, b2: vector('model.aggregate_layer.2.bias') };
     }
-    const weightBytes = kernels.bytesAllocated;
+    const weightBytes = kernels.mark() - weightsStart;
     const finalNorm = vector('model.norm.weight');
     const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
     const scratch = (floats: number) => kernels.f32(floats).ptr;
@@ -194,7 +200,27 @@ export class WasmModel implements LanguageModel {
       cacheValues.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
     }
     const pool = await KernelPool.create(kernels, threads);
-    return new WasmModel(config, kernels, pool, layers, embed, lmHead, finalNorm, aggregation, freqs, maxContext, maxChunk, buffers, cacheKeys, cacheValues, weightBytes);
+    return new WasmModel(config, kernels, pool, layers, embed, lmHead, finalNorm, aggregation, freqs, weightsStart, maxContext, maxChunk, buffers, cacheKeys, cacheValues, weightBytes);
+  }
+
+  /**
+   * The rooflines the benchmark compares against, measured on this machine now: bytes/s of a
+   * plain v128 read loop over the model's own weights (the same bytes a decode step must read;
+   * one thread), and f32 multiply-adds/s of a register-only loop (one thread).
+   */
+  measureRooflines(): { readBytesPerSecond: number; maddPerSecond: number } {
+    const e = this.kernels.exports;
+    e.read_bandwidth(this.weightsStart, this.weightBytes); // warm up
+    let started = performance.now();
+    const reads = 3;
+    for (let i = 0; i < reads; i++) e.read_bandwidth(this.weightsStart, this.weightBytes);
+    const readBytesPerSecond = (reads * this.weightBytes) / ((performance.now() - started) / 1000);
+    const iterations = 20_000_000;
+    e.madd_peak(1000);
+    started = performance.now();
+    e.madd_peak(iterations);
+    const seconds = (performance.now() - started) / 1000;
+    return { readBytesPerSecond, maddPerSecond: (iterations * MADD_PER_ITERATION) / seconds };
   }
 
   newSequence(): SequenceState {

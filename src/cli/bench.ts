@@ -1,0 +1,113 @@
+// `parscale bench`: whole-model speed and memory, as figures with the machine's own rooflines
+// measured in the same run. Speed is never asserted in tests; it is measured here.
+import { resolve } from 'node:path';
+import { argmax } from '../generation/sampling.ts';
+import { BACKENDS, type BackendName, DEFAULT_BACKEND, loadModel } from '../load-model.ts';
+import { WasmModel } from '../wasm-bridge/model.ts';
+import { UsageError, numberOption, parseCommandLine, requiredOption } from './args.ts';
+
+export const benchHelp = `Usage: parscale bench --model DIR [--backend wasm|reference] [--threads N] [--prompt-tokens N] [--new-tokens N] [--runs N] [--json]
+
+Measure prefill and decode speed and peak memory on random token ids (greedy decoding).
+Reports medians over --runs runs. With the wasm backend it also measures, in the same run, a
+plain SIMD read of the model's weight bytes and the SIMD multiply-add peak (one thread each), so
+the figures can be read against the machine's limits.
+
+Options:
+  -m, --model DIR        checkpoint folder
+      --backend NAME     ${BACKENDS.join(' | ')} (default ${DEFAULT_BACKEND})
+      --threads N        threads for the wasm backend (default: all cores)
+      --prompt-tokens N  prompt length (default 64)
+      --new-tokens N     tokens to decode (default 64)
+      --runs N           repetitions; medians are reported (default 3)
+      --json             one JSON object on stdout
+  -h, --help             show this help`;
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+export async function benchCommand(args: string[]): Promise<number> {
+  const { values } = parseCommandLine(args, {
+    model: { type: 'string', short: 'm' },
+    backend: { type: 'string' },
+    threads: { type: 'string' },
+    'prompt-tokens': { type: 'string' },
+    'new-tokens': { type: 'string' },
+    runs: { type: 'string' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help) {
+    console.log(benchHelp);
+    return 0;
+  }
+  const dir = resolve(requiredOption('model', values.model));
+  const backend = (values.backend ?? DEFAULT_BACKEND) as BackendName;
+  if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got "${backend}"`);
+  const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads, 1, { integer: true, min: 1 });
+  const promptTokens = numberOption('prompt-tokens', values['prompt-tokens'], 64, { integer: true, min: 1 });
+  const newTokens = numberOption('new-tokens', values['new-tokens'], 64, { integer: true, min: 1 });
+  const runs = numberOption('runs', values.runs, 3, { integer: true, min: 1 });
+
+  const model = await loadModel(dir, { backend, threads, maxContext: promptTokens + newTokens });
+  try {
+    const { vocabSize, parscaleN: P } = model.config;
+    // a fixed pseudo-random prompt, the same for every run and backend
+    const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocabSize);
+    const prefillSeconds: number[] = [];
+    const decodeStepMs: number[] = [];
+    const decodeSeconds: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      const sequence = model.newSequence();
+      let started = performance.now();
+      let logits = model.forward(sequence, prompt).logits[0];
+      prefillSeconds.push((performance.now() - started) / 1000);
+      const steps: number[] = [];
+      for (let i = 0; i < newTokens; i++) {
+        started = performance.now();
+        logits = model.forward(sequence, [argmax(logits)]).logits[0];
+        steps.push(performance.now() - started);
+      }
+      decodeStepMs.push(median(steps));
+      decodeSeconds.push(steps.reduce((a, b) => a + b, 0) / 1000);
+    }
+    const msPerToken = median(decodeStepMs);
+    const weightBytes = model instanceof WasmModel ? model.weightBytes : null;
+    const report: Record<string, number | string | null> = {
+      model: dir,
+      backend: model.backend,
+      P,
+      threads: model instanceof WasmModel ? model.threads : 1,
+      prompt_tokens: promptTokens,
+      new_tokens: newTokens,
+      runs,
+      prefill_tokens_per_s: promptTokens / median(prefillSeconds),
+      decode_tokens_per_s: newTokens / median(decodeSeconds),
+      decode_ms_per_token: msPerToken,
+      peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+      weight_bytes: weightBytes,
+    };
+    if (model instanceof WasmModel) {
+      const roof = model.measureRooflines();
+      const bytesPerSecond = model.weightBytes / (msPerToken / 1000);
+      report.wasm_memory_bytes = model.memoryBytes;
+      report.decode_weight_bytes_per_s = bytesPerSecond;
+      report.read_loop_bytes_per_s_1_thread = roof.readBytesPerSecond;
+      report.madd_peak_per_s_1_thread = roof.maddPerSecond;
+    }
+    if (values.json) {
+      console.log(JSON.stringify(report));
+    } else {
+      for (const [key, value] of Object.entries(report)) {
+        const text = typeof value === 'number' && !Number.isInteger(value) ? value.toPrecision(4) : String(value);
+        console.log(`${key.padEnd(32)} ${text}`);
+      }
+    }
+  } finally {
+    model.dispose();
+  }
+  return 0;
+}
