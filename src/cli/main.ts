@@ -1,11 +1,13 @@
 // `parscale COMMAND ...`: dispatch to a command; turn expected errors into one line on stderr.
 import { CheckpointError } from '../checkpoint/errors.ts';
+import { TokenizerError } from '../tokenizer/tokenizer.ts';
 import { UsageError } from './args.ts';
 import { benchCommand } from './bench.ts';
 import { chatCommand } from './chat.ts';
 import { dumpCommand } from './dump.ts';
 import { generateCommand } from './generate.ts';
 import { infoCommand } from './info.ts';
+import { trainCommand } from '../training/cli.ts';
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -13,6 +15,7 @@ const commands: Record<string, { run: Command; summary: string }> = {
   generate: { run: generateCommand, summary: 'continue a prompt, streaming the text' },
   chat: { run: chatCommand, summary: 'talk with a model through its chat template' },
   info: { run: infoCommand, summary: 'summarise a checkpoint: shape, parameters, memory' },
+  train: { run: trainCommand, summary: 'train a ParScale model (from scratch, or new streams on a frozen backbone)' },
   bench: { run: benchCommand, summary: 'measure prefill/decode speed and memory' },
   dump: { run: dumpCommand, summary: 'write logits (and hidden states) for token ids as JSON' },
 };
@@ -37,11 +40,12 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(args);
   } catch (error) {
-    if (error instanceof UsageError) {
+    // (the training code signals usage errors by name, without importing the CLI's class)
+    if (error instanceof UsageError || (error instanceof Error && error.name === 'UsageError')) {
       console.error(`parscale ${name}: ${error.message}`);
       return 2;
     }
-    if (error instanceof CheckpointError) {
+    if (error instanceof CheckpointError || error instanceof TokenizerError) {
       console.error(`parscale ${name}: ${error.message}`);
       return 1;
     }
