@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { StopStringMatcher, collect, generateFromIds } from '../src/generation/generate.ts';
 import { loadModel } from '../src/load-model.ts';
 import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
-import { fixtureNames } from './reference-fixtures.test.ts';
+import { fixtureNames } from './helpers/fixtures.ts';
 
 const fixturesDir = fileURLToPath(new URL('./fixtures/', import.meta.url));
 // The fixtures have tiny vocabularies (< 128 ids); ids that small are ordinary byte tokens of the

@@ -11,7 +11,7 @@ import { loadModel } from '../src/load-model.ts';
 import { ReferenceModel } from '../src/reference/model.ts';
 import { WasmModel } from '../src/wasm-bridge/model.ts';
 import { tinyConfigJson, writeSyntheticCheckpoint } from './helpers/synthetic-checkpoint.ts';
-import { compareRows, fixtureNames } from './reference-fixtures.test.ts';
+import { compareRows, fixtureNames } from './helpers/fixtures.ts';
 
 const fixturesDir = fileURLToPath(new URL('./fixtures/', import.meta.url));
 const made: string[] = [];
