@@ -82,87 +82,106 @@ export function expectedTensors(config: ModelConfig): Map<string, number[]> {
 
 // ---- reading and validating config.json ----
 
+/** Read and validate DIR/config.json. */
 export function readConfig(dir: string): ModelConfig {
   const file = join(resolve(dir), 'config.json');
-  if (!existsSync(file)) throw new CheckpointError('FILE_NOT_FOUND', `config.json not found: ${file}`, { file });
+  if (!existsSync(file)) throw new CheckpointError('FILE_NOT_FOUND', `${file}: config.json not found`, { file });
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new CheckpointError('FILE_UNREADABLE', `${file}: cannot read config.json (${code})`, { file, cause: error });
+  }
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
+    json = JSON.parse(text);
   } catch (error) {
-    throw new CheckpointError('CONFIG_INVALID', `${file}: not valid JSON (${(error as Error).message})`, { file });
+    throw new CheckpointError('CONFIG_INVALID', `${file}: not valid JSON (${(error as Error).message})`, { file, cause: error });
   }
   return parseConfig(json, file);
 }
 
-/** Validate a parsed config.json; `file` is only used in error messages. */
+/**
+ * Validate a parsed config.json and fill in the defaults of Hugging Face's Qwen2 and
+ * Qwen2-ParScale configs; `file` is only used in error messages. An optional key that is
+ * null counts as absent (transformers writes null for "not set").
+ */
 export function parseConfig(json: unknown, file: string): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new CheckpointError('CONFIG_INVALID', `${file}: expected a JSON object`, { file });
+    throw new CheckpointError('CONFIG_INVALID', `${file}: expected a JSON object, found ${JSON.stringify(json)}`, { file });
   }
   const raw = json as Record<string, unknown>;
+  const isAbsent = (key: string) => raw[key] === undefined || raw[key] === null;
+  const missing = (key: string): never => {
+    throw new CheckpointError('CONFIG_MISSING_KEY', `${file}: required key "${key}" is missing`, { file, key });
+  };
   const invalid = (key: string, expected: string): never => {
     throw new CheckpointError('CONFIG_INVALID', `${file}: "${key}" must be ${expected}, found ${JSON.stringify(raw[key])}`, { file, key });
   };
   const unsupported = (key: string, why: string): never => {
     throw new CheckpointError('CONFIG_UNSUPPORTED', `${file}: "${key}" = ${JSON.stringify(raw[key])} is not supported (${why})`, { file, key });
   };
+  /** A positive integer; `fallback` when absent, or a CONFIG_MISSING_KEY error when there is none. */
   const positiveInt = (key: string, fallback?: number): number => {
-    const value = raw[key] ?? fallback;
-    if (value === undefined) {
-      throw new CheckpointError('CONFIG_MISSING_KEY', `${file}: required key "${key}" is missing`, { file, key });
-    }
+    if (raw[key] === undefined && fallback === undefined) missing(key);
+    const value = isAbsent(key) && fallback !== undefined ? fallback : raw[key];
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) invalid(key, 'a positive integer');
     return value as number;
   };
-  const finite = (key: string, fallback: number, check: (v: number) => boolean, expected: string): number => {
-    const value = raw[key] ?? fallback;
-    if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) invalid(key, expected);
+  const finiteNumber = (key: string, fallback: number, isValid: (v: number) => boolean, expected: string): number => {
+    const value = isAbsent(key) ? fallback : raw[key];
+    if (typeof value !== 'number' || !Number.isFinite(value) || !isValid(value)) invalid(key, expected);
     return value as number;
   };
+  const boolean = (key: string, fallback: boolean): boolean => {
+    const value = isAbsent(key) ? fallback : raw[key];
+    if (typeof value !== 'boolean') invalid(key, 'true or false');
+    return value as boolean;
+  };
+  const isTokenId = (id: unknown) => typeof id === 'number' && Number.isInteger(id) && id >= 0;
   const tokenId = (key: string): number | null => {
-    const value = raw[key];
-    if (value === undefined || value === null) return null;
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) invalid(key, 'a token id (non-negative integer) or null');
-    return value as number;
+    if (isAbsent(key)) return null;
+    if (!isTokenId(raw[key])) invalid(key, 'a token id (non-negative integer) or null');
+    return raw[key] as number;
   };
 
   const modelType = raw.model_type;
-  if (modelType !== 'qwen2_parscale' && modelType !== 'qwen2') {
-    if (modelType === undefined) throw new CheckpointError('CONFIG_MISSING_KEY', `${file}: required key "model_type" is missing`, { file, key: 'model_type' });
-    unsupported('model_type', 'expected "qwen2_parscale" or "qwen2"');
-  }
+  if (modelType === undefined) missing('model_type');
+  if (modelType !== 'qwen2_parscale' && modelType !== 'qwen2') unsupported('model_type', 'expected "qwen2_parscale" or "qwen2"');
 
+  // Attention geometry (SPEC.md "Configuration").
   const hiddenSize = positiveInt('hidden_size');
   const numHeads = positiveInt('num_attention_heads');
   const numKvHeads = positiveInt('num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) {
     invalid('num_key_value_heads', `a divisor of num_attention_heads (${numHeads}) for grouped-query attention`);
   }
-  if (raw.head_dim === undefined && hiddenSize % numHeads !== 0) {
+  if (isAbsent('head_dim') && hiddenSize % numHeads !== 0) {
     invalid('hidden_size', `divisible by num_attention_heads (${numHeads}) when head_dim is not given`);
   }
   const headDim = positiveInt('head_dim', hiddenSize / numHeads);
-  if (headDim % 2 !== 0) invalid('head_dim', 'even (RoPE rotates pairs of elements)');
+  if (headDim % 2 !== 0) invalid('head_dim', 'even (RoPE rotates the two halves of each head)');
 
-  // Settings no released checkpoint uses: refuse rather than compute something else.
-  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null) unsupported('rope_scaling', 'only null is implemented');
-  if (raw.use_sliding_window === true) unsupported('use_sliding_window', 'sliding-window attention is not implemented');
-  if (raw.hidden_act !== undefined && raw.hidden_act !== 'silu') unsupported('hidden_act', 'only "silu" is implemented');
-  if (raw.torch_dtype !== undefined && raw.torch_dtype !== null && typeof raw.torch_dtype !== 'string') invalid('torch_dtype', 'a string');
+  // Settings no released checkpoint uses: refuse rather than silently compute something else.
+  if (!isAbsent('rope_scaling')) unsupported('rope_scaling', 'only null is implemented');
+  if (boolean('use_sliding_window', false)) unsupported('use_sliding_window', 'sliding-window attention is not implemented');
+  if (!isAbsent('hidden_act') && raw.hidden_act !== 'silu') unsupported('hidden_act', 'only "silu" is implemented');
+  if (!isAbsent('torch_dtype') && typeof raw.torch_dtype !== 'string') invalid('torch_dtype', 'a string such as "bfloat16"');
 
   const eos = raw.eos_token_id;
   let eosTokenIds: number[] = [];
-  if (typeof eos === 'number' && Number.isInteger(eos) && eos >= 0) eosTokenIds = [eos];
-  else if (Array.isArray(eos) && eos.every((id) => Number.isInteger(id) && id >= 0)) eosTokenIds = eos as number[];
-  else if (eos !== undefined && eos !== null) invalid('eos_token_id', 'a token id or a list of token ids');
+  if (isTokenId(eos)) eosTokenIds = [eos as number];
+  else if (Array.isArray(eos) && eos.every(isTokenId)) eosTokenIds = eos as number[];
+  else if (!isAbsent('eos_token_id')) invalid('eos_token_id', 'a token id or a list of token ids');
 
-  // Plain Qwen2 checkpoints have no ParScale keys: they are P = 1.
+  // ParScale. Plain Qwen2 checkpoints have no ParScale keys: they are P = 1. With P = 1 the
+  // prefix length is unused, so it is only validated when there are prefixes.
   const parscaleN = modelType === 'qwen2' ? 1 : positiveInt('parscale_n', 1);
-  const parscaleNTokens = modelType === 'qwen2' ? 48 : positiveInt('parscale_n_tokens', 48);
-  const parscaleAttnSmooth = modelType === 'qwen2' ? 0.01 : finite('parscale_attn_smooth', 0.01, (v) => v >= 0 && v < 1, 'a number in [0, 1)');
-
-  const tie = raw.tie_word_embeddings ?? false;
-  if (typeof tie !== 'boolean') invalid('tie_word_embeddings', 'true or false');
+  const storedNTokens = raw.parscale_n_tokens;
+  const parscaleNTokens =
+    parscaleN > 1 ? positiveInt('parscale_n_tokens', 48) : Number.isInteger(storedNTokens) && (storedNTokens as number) >= 1 ? (storedNTokens as number) : 48;
+  const parscaleAttnSmooth = modelType === 'qwen2' ? 0.01 : finiteNumber('parscale_attn_smooth', 0.01, (v) => v >= 0 && v < 1, 'a number in [0, 1)');
 
   return {
     modelType: modelType as ModelConfig['modelType'],
@@ -173,11 +192,11 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
     numKvHeads,
     headDim,
     vocabSize: positiveInt('vocab_size'),
-    rmsNormEps: finite('rms_norm_eps', 1e-6, (v) => v > 0, 'a positive number'),
-    ropeTheta: finite('rope_theta', 10000, (v) => v > 0, 'a positive number'),
+    rmsNormEps: finiteNumber('rms_norm_eps', 1e-6, (v) => v > 0, 'a positive number'),
+    ropeTheta: finiteNumber('rope_theta', 10000, (v) => v > 0, 'a positive number'),
     maxPositionEmbeddings: positiveInt('max_position_embeddings', 32768),
-    tieWordEmbeddings: tie as boolean,
-    torchDtype: (raw.torch_dtype as string | undefined) ?? null,
+    tieWordEmbeddings: boolean('tie_word_embeddings', false),
+    torchDtype: isAbsent('torch_dtype') ? null : (raw.torch_dtype as string),
     bosTokenId: tokenId('bos_token_id'),
     eosTokenIds,
     parscaleN,

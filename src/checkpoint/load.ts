@@ -1,24 +1,27 @@
 // Load a Hugging Face checkpoint folder: config.json plus model.safetensors, or shards listed in
 // model.safetensors.index.json. Everything that can be checked without the tensor data (the
 // config, every header, every tensor's name, dtype and shape) is checked first, so a bad folder
-// fails in milliseconds, before gigabytes are read.
-import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
+// fails in milliseconds, before gigabytes are read. Then the data is read file by file in
+// offset order (the disk streams forward), with progress events and abort checks as it goes.
+import { closeSync, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type ModelConfig, expectedTensors, readConfig } from './config.ts';
 import { CheckpointError, abortError } from './errors.ts';
-import { type DType, type TensorInfo, bytesToFloat32, readSafetensorsHeader, readTensorBytes } from './safetensors.ts';
+import { type DType, type TensorInfo, bytesToFloat32, openForReading, readSafetensorsHeader, readTensorRange } from './safetensors.ts';
 
 export interface RawTensor {
   name: string;
   dtype: DType;
   shape: number[];
-  /** exactly the stored little-endian bytes */
+  /** exactly the stored little-endian bytes, in a buffer of their own */
   data: Uint8Array;
 }
 
 export interface Checkpoint {
+  /** the model folder (absolute path) */
   dir: string;
   config: ModelConfig;
+  /** exactly the tensors of expectedTensors(config), in that order */
   tensors: Map<string, RawTensor>;
   /** total bytes of tensor data, as stored */
   weightBytes: number;
@@ -29,104 +32,172 @@ export interface LoadProgress {
   file: string;
   fileLoadedBytes: number;
   fileTotalBytes: number;
+  /** over all files; rises monotonically and ends at totalBytes */
   loadedBytes: number;
   totalBytes: number;
 }
 
 export interface LoadOptions {
+  /** called as data arrives: at least once per tensor, and every 16 MB within large ones */
   onProgress?: (event: LoadProgress) => void;
+  /** checked before starting, between tensors and every 64 MB; an abort rejects with an 'AbortError' */
   signal?: AbortSignal;
 }
 
-/**
- * Tensors some exporters write that carry nothing we need: rotary inverse frequencies are
- * recomputed from rope_theta. Ignoring them is safe; any other unknown tensor is an error,
- * because it means the checkpoint is not the model we think it is.
- */
-const IGNORED_TENSOR = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$|^model\.rotary_emb\.inv_freq$/;
+const SINGLE_FILE = 'model.safetensors';
+const INDEX_FILE = 'model.safetensors.index.json';
 
-/** Find and validate every tensor's header entry, without reading any tensor data. */
+/**
+ * Tensors some exporters write that carry nothing we need: rotary inverse frequencies, which
+ * we recompute from rope_theta (older transformers versions saved them as buffers). Ignoring
+ * them is safe. Any other unknown tensor is an error, because it means the checkpoint is not
+ * the model config.json describes.
+ */
+const IGNORED_TENSOR = /^model\.(layers\.\d+\.self_attn\.)?rotary_emb\.inv_freq$/;
+
+/** Read pieces of at most this size, so progress keeps moving within a 600 MB embedding. */
+const CHUNK_BYTES = 16 << 20;
+/** Give the event loop a turn after this many bytes, so an abort (or a progress bar) can run. */
+const YIELD_EVERY_BYTES = 64 << 20;
+
+/**
+ * Load the checkpoint in folder `dir`. Rejects with a CheckpointError (see its `code`) for any
+ * problem with the folder, config.json, the index, a header or a tensor's name/shape — all
+ * found before any tensor data is read — and with an 'AbortError' when `signal` fires.
+ */
+export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Promise<Checkpoint> {
+  const { onProgress, signal } = options;
+  throwIfAborted(signal);
+  const folder = resolve(dir);
+  checkIsFolder(folder);
+  const config = readConfig(folder);
+  const infos = locateTensors(folder, config);
+  throwIfAborted(signal);
+  const tensors = await readTensorData([...infos.values()], onProgress, signal);
+  const weightBytes = [...infos.values()].reduce((sum, info) => sum + info.byteLength, 0);
+  return { dir: folder, config, tensors, weightBytes };
+}
+
+/** Decode a tensor to float32 (exact for all three stored dtypes). */
+export function tensorToFloat32(t: RawTensor): Float32Array {
+  return bytesToFloat32(t.data, t.dtype);
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError();
+}
+
+function checkIsFolder(dir: string): void {
+  if (!existsSync(dir)) throw new CheckpointError('FILE_NOT_FOUND', `model folder not found: ${dir}`, { file: dir });
+  if (!statSync(dir).isDirectory()) throw new CheckpointError('FILE_NOT_FOUND', `${dir}: not a folder (expected a model folder with config.json)`, { file: dir });
+}
+
+// ---- finding and validating tensors (headers only) ----
+
+interface StoredTensors {
+  tensors: Map<string, TensorInfo>;
+  /** for messages: the file, or the index and its shards, that were searched */
+  searched: string;
+  /** the file to name in a TENSOR_MISSING error */
+  fileForMissing: string;
+}
+
+/**
+ * Read every header of the checkpoint in `dir` and check its tensors against the config.
+ * Returns the tensors of expectedTensors(config), in that order; reads no tensor data.
+ */
 export function locateTensors(dir: string, config: ModelConfig): Map<string, TensorInfo> {
-  const single = join(dir, 'model.safetensors');
-  const indexFile = join(dir, 'model.safetensors.index.json');
-  const found = new Map<string, TensorInfo>();
-  let searched: string[];
-  if (existsSync(single)) {
-    searched = [single];
-    for (const [name, info] of readSafetensorsHeader(single).tensors) found.set(name, info);
-  } else if (existsSync(indexFile)) {
-    const weightMap = readIndex(indexFile);
-    const shards = [...new Set(weightMap.values())];
-    searched = shards.map((shard) => join(dir, shard));
-    for (const shard of shards) {
-      const file = join(dir, shard);
-      if (!existsSync(file)) {
-        const example = [...weightMap].find(([, s]) => s === shard)![0];
-        throw new CheckpointError('SHARD_MISSING', `${file}: shard named in ${indexFile} is missing (it should hold "${example}" among others)`, {
-          file,
-          tensor: example,
-        });
-      }
-      for (const [name, info] of readSafetensorsHeader(file).tensors) {
-        const listed = weightMap.get(name);
-        if (listed !== undefined && listed !== shard) {
-          throw new CheckpointError('INDEX_INVALID', `${indexFile}: "${name}" is listed in ${listed} but stored in ${shard}`, { file: indexFile, tensor: name });
-        }
-        found.set(name, info);
-      }
+  const stored = findStoredTensors(dir);
+  const expected = expectedTensors(config);
+  checkExpectedTensorsPresent(stored, expected, config);
+  checkNoUnexpectedTensors(stored, expected, config);
+  return new Map([...expected.keys()].map((name) => [name, stored.tensors.get(name)!]));
+}
+
+function findStoredTensors(dir: string): StoredTensors {
+  // transformers prefers the single file too when both are present
+  const single = join(dir, SINGLE_FILE);
+  if (existsSync(single)) return { tensors: readSafetensorsHeader(single).tensors, searched: single, fileForMissing: single };
+  const indexFile = join(dir, INDEX_FILE);
+  if (existsSync(indexFile)) return readShardedHeaders(dir, indexFile);
+  throw noWeightsError(dir);
+}
+
+function noWeightsError(dir: string): CheckpointError {
+  const files = readdirSync(dir);
+  let hint = '';
+  if (files.some((f) => f.startsWith('pytorch_model') && f.endsWith('.bin'))) {
+    hint = '; found PyTorch .bin weights, which are not supported: convert them to safetensors';
+  } else if (files.some((f) => f.endsWith('.safetensors'))) {
+    hint = `; found other .safetensors files (${files.filter((f) => f.endsWith('.safetensors')).join(', ')}) but no ${INDEX_FILE} naming them`;
+  }
+  return new CheckpointError('FILE_NOT_FOUND', `${dir}: no weights found: expected ${SINGLE_FILE} or ${INDEX_FILE}${hint}`, { file: dir });
+}
+
+/** A sharded checkpoint: the index names a shard for every tensor, and every shard must agree. */
+function readShardedHeaders(dir: string, indexFile: string): StoredTensors {
+  const weightMap = readIndex(indexFile);
+  const shards = [...new Set(weightMap.values())].sort();
+  // All shards must exist before any header is read: a missing shard is the common failure
+  // of an interrupted download, and should say so rather than show up as a missing tensor.
+  for (const shard of shards) {
+    const file = join(dir, shard);
+    if (!existsSync(file)) {
+      const held = [...weightMap].filter(([, s]) => s === shard).map(([name]) => name);
+      const others = held.length > 1 ? ` and ${held.length - 1} other tensor(s)` : '';
+      throw new CheckpointError('SHARD_MISSING', `${file}: shard is missing; ${indexFile} says it holds "${held[0]}"${others}`, {
+        file,
+        tensor: held[0],
+      });
     }
-    for (const [name, shard] of weightMap) {
-      if (!found.has(name)) {
-        throw new CheckpointError('TENSOR_MISSING', `${join(dir, shard)}: tensor "${name}" is listed in the index but not stored there`, {
-          file: join(dir, shard),
+  }
+
+  const tensors = new Map<string, TensorInfo>();
+  for (const shard of shards) {
+    for (const [name, info] of readSafetensorsHeader(join(dir, shard)).tensors) {
+      const earlier = tensors.get(name);
+      if (earlier !== undefined) {
+        throw new CheckpointError('INDEX_INVALID', `${info.file}: tensor "${name}" is stored twice, here and in ${earlier.file}`, { file: info.file, tensor: name });
+      }
+      const listed = weightMap.get(name);
+      if (listed !== undefined && listed !== shard) {
+        throw new CheckpointError('INDEX_INVALID', `${indexFile}: tensor "${name}" is listed in ${listed} but stored in ${shard}`, {
+          file: indexFile,
           tensor: name,
         });
       }
-    }
-  } else {
-    throw new CheckpointError('FILE_NOT_FOUND', `no weights in ${dir}: expected model.safetensors or model.safetensors.index.json`, { file: dir });
-  }
-
-  const expected = expectedTensors(config);
-  const where = searched.length === 1 ? searched[0] : `the shards of ${indexFile}`;
-  for (const [name, shape] of expected) {
-    const info = found.get(name);
-    if (info === undefined) {
-      throw new CheckpointError('TENSOR_MISSING', `${where}: tensor "${name}" (shape [${shape}]) is missing`, { file: searched[0], tensor: name });
-    }
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      throw new CheckpointError(
-        'TENSOR_SHAPE',
-        `${info.file}: tensor "${name}" has shape [${info.shape}], but config.json implies [${shape}]`,
-        { file: info.file, tensor: name },
-      );
+      tensors.set(name, info);
     }
   }
-  for (const [name, info] of found) {
-    if (expected.has(name) || IGNORED_TENSOR.test(name)) continue;
-    const hint = name === 'lm_head.weight' ? ' (config.json says tie_word_embeddings: true)' : name.includes('prefix_') || name.includes('aggregate_layer') ? ` (config.json says parscale_n: ${config.parscaleN})` : '';
-    throw new CheckpointError('TENSOR_UNEXPECTED', `${info.file}: unexpected tensor "${name}"${hint}`, { file: info.file, tensor: name });
+  for (const [name, shard] of weightMap) {
+    if (!tensors.has(name)) {
+      const file = join(dir, shard);
+      throw new CheckpointError('TENSOR_MISSING', `${file}: tensor "${name}" is not stored there, although ${indexFile} says it is`, { file, tensor: name });
+    }
   }
-  for (const name of [...found.keys()]) if (!expected.has(name)) found.delete(name);
-  return found;
+  const searched = `${indexFile} and its shards (${shards.join(', ')})`;
+  return { tensors, searched, fileForMissing: indexFile };
 }
 
+/** model.safetensors.index.json: { "metadata": {…}, "weight_map": { tensor name: shard file name } } */
 function readIndex(indexFile: string): Map<string, string> {
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(indexFile, 'utf8'));
   } catch (error) {
-    throw new CheckpointError('INDEX_INVALID', `${indexFile}: not valid JSON (${(error as Error).message})`, { file: indexFile });
+    throw new CheckpointError('INDEX_INVALID', `${indexFile}: not valid JSON (${(error as Error).message})`, { file: indexFile, cause: error });
   }
-  const weightMap = (json as { weight_map?: unknown })?.weight_map;
+  const weightMap = (json as { weight_map?: unknown } | null)?.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
-    throw new CheckpointError('INDEX_INVALID', `${indexFile}: expected an object with a "weight_map" object`, { file: indexFile });
+    throw new CheckpointError('INDEX_INVALID', `${indexFile}: expected an object with a "weight_map" object, found ${JSON.stringify(json)?.slice(0, 200)}`, {
+      file: indexFile,
+    });
   }
   const map = new Map<string, string>();
   for (const [name, shard] of Object.entries(weightMap)) {
-    // a shard name must be a plain file name in the same folder
-    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || !shard.endsWith('.safetensors')) {
-      throw new CheckpointError('INDEX_INVALID', `${indexFile}: weight_map["${name}"] = ${JSON.stringify(shard)} is not a .safetensors file name`, {
+    // A shard is a plain file name next to the index: never a path that leaves the folder.
+    if (typeof shard !== 'string' || /[/\\]/.test(shard) || !shard.endsWith('.safetensors')) {
+      throw new CheckpointError('INDEX_INVALID', `${indexFile}: weight_map["${name}"] must be a .safetensors file name in the same folder, found ${JSON.stringify(shard)}`, {
         file: indexFile,
         tensor: name,
       });
@@ -136,56 +207,100 @@ function readIndex(indexFile: string): Map<string, string> {
   return map;
 }
 
+function checkExpectedTensorsPresent(stored: StoredTensors, expected: Map<string, number[]>, config: ModelConfig): void {
+  for (const [name, shape] of expected) {
+    const info = stored.tensors.get(name);
+    if (info === undefined) {
+      throw new CheckpointError(
+        'TENSOR_MISSING',
+        `tensor "${name}" (shape ${JSON.stringify(shape)}) is missing${configHint(name, config)}; searched ${stored.searched}`,
+        { file: stored.fileForMissing, tensor: name },
+      );
+    }
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+      throw new CheckpointError(
+        'TENSOR_SHAPE',
+        `${info.file}: tensor "${name}" has shape ${JSON.stringify(info.shape)}, but config.json implies ${JSON.stringify(shape)}`,
+        { file: info.file, tensor: name },
+      );
+    }
+  }
+}
+
+function checkNoUnexpectedTensors(stored: StoredTensors, expected: Map<string, number[]>, config: ModelConfig): void {
+  for (const [name, info] of stored.tensors) {
+    if (expected.has(name) || IGNORED_TENSOR.test(name)) continue;
+    throw new CheckpointError('TENSOR_UNEXPECTED', `${info.file}: unexpected tensor "${name}"${configHint(name, config)}`, { file: info.file, tensor: name });
+  }
+}
+
+/** The config.json setting that decides whether a tensor exists, when one does: the likely culprit. */
+function configHint(name: string, config: ModelConfig): string {
+  if (name === 'lm_head.weight') return ` (config.json says tie_word_embeddings: ${config.tieWordEmbeddings})`;
+  if (/\.prefix_[kv]$|^model\.aggregate_layer\./.test(name)) {
+    return config.modelType === 'qwen2' ? ' (config.json says model_type: "qwen2", which has no ParScale tensors)' : ` (config.json says parscale_n: ${config.parscaleN})`;
+  }
+  const layer = /^model\.layers\.(\d+)\./.exec(name);
+  if (layer !== null && Number(layer[1]) >= config.numLayers) return ` (config.json says num_hidden_layers: ${config.numLayers})`;
+  return '';
+}
+
+// ---- reading tensor data ----
+
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-export async function loadCheckpoint(dirPath: string, options: LoadOptions = {}): Promise<Checkpoint> {
-  const { onProgress, signal } = options;
-  if (signal?.aborted) throw abortError();
-  const dir = resolve(dirPath);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new CheckpointError('FILE_NOT_FOUND', `model folder not found: ${dir}`, { file: dir });
-  }
-  const config = readConfig(dir);
-  const infos = locateTensors(dir, config);
-
-  // read file by file, in file order, so the disk streams forward
-  const byFile = new Map<string, TensorInfo[]>();
-  for (const info of infos.values()) {
-    const list = byFile.get(info.file) ?? [];
-    list.push(info);
-    byFile.set(info.file, list);
-  }
-  const totalBytes = [...infos.values()].reduce((sum, t) => sum + t.byteLength, 0);
-  const tensors = new Map<string, RawTensor>();
+/** Read every tensor's bytes; returns them in the order of `infos`. */
+async function readTensorData(
+  infos: TensorInfo[],
+  onProgress: LoadOptions['onProgress'],
+  signal: AbortSignal | undefined,
+): Promise<Map<string, RawTensor>> {
+  const totalBytes = infos.reduce((sum, info) => sum + info.byteLength, 0);
+  const read = new Map<string, RawTensor>();
   let loadedBytes = 0;
   let sinceYield = 0;
-  for (const [file, list] of byFile) {
-    list.sort((a, b) => a.byteOffset - b.byteOffset);
-    const fileTotalBytes = list.reduce((sum, t) => sum + t.byteLength, 0);
+  for (const [file, list] of groupByFile(infos)) {
+    const fileTotalBytes = list.reduce((sum, info) => sum + info.byteLength, 0);
     let fileLoadedBytes = 0;
-    const fd = openSync(file, 'r');
+    const fd = openForReading(file);
     try {
       for (const info of list) {
-        if (signal?.aborted) throw abortError();
-        tensors.set(info.name, { name: info.name, dtype: info.dtype, shape: info.shape, data: readTensorBytes(info, fd) });
-        fileLoadedBytes += info.byteLength;
-        loadedBytes += info.byteLength;
-        sinceYield += info.byteLength;
-        onProgress?.({ file, fileLoadedBytes, fileTotalBytes, loadedBytes, totalBytes });
-        if (sinceYield > 64e6) {
-          // let an abort signal (or a progress bar) run between large reads
-          sinceYield = 0;
-          await yieldToEventLoop();
-        }
+        throwIfAborted(signal);
+        const data = new Uint8Array(info.byteLength);
+        let done = 0;
+        // do…while: an empty tensor still gets its progress event
+        do {
+          const length = Math.min(CHUNK_BYTES, info.byteLength - done);
+          readTensorRange(fd, info, data, done, length);
+          done += length;
+          fileLoadedBytes += length;
+          loadedBytes += length;
+          sinceYield += length;
+          onProgress?.({ file, fileLoadedBytes, fileTotalBytes, loadedBytes, totalBytes });
+          if (sinceYield >= YIELD_EVERY_BYTES) {
+            sinceYield = 0;
+            await yieldToEventLoop();
+            throwIfAborted(signal);
+          }
+        } while (done < info.byteLength);
+        read.set(info.name, { name: info.name, dtype: info.dtype, shape: info.shape, data });
       }
     } finally {
       closeSync(fd);
     }
   }
-  if (signal?.aborted) throw abortError();
-  return { dir, config, tensors, weightBytes: totalBytes };
+  return new Map(infos.map((info) => [info.name, read.get(info.name)!]));
 }
 
-export function tensorToFloat32(tensor: RawTensor): Float32Array {
-  return bytesToFloat32(tensor.data, tensor.dtype);
+/** Tensors grouped by file (files in name order, so shards go 1, 2, 3), each group in offset order. */
+function groupByFile(infos: TensorInfo[]): [string, TensorInfo[]][] {
+  const byFile = new Map<string, TensorInfo[]>();
+  for (const info of infos) {
+    const list = byFile.get(info.file) ?? [];
+    list.push(info);
+    byFile.set(info.file, list);
+  }
+  return [...byFile]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([file, list]) => [file, list.sort((a, b) => a.byteOffset - b.byteOffset)]);
 }
