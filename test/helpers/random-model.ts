@@ -2,18 +2,10 @@
 // reference forward pass (no checkpoint files involved).
 import type { ModelConfig } from '../../src/checkpoint/config.ts';
 import type { ReferenceWeights } from '../../src/reference/model.ts';
+import { createRng } from '../../src/generation/sampling.ts';
 
-/** mulberry32: a tiny seeded PRNG; plenty for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The sampler's seeded generator (mulberry32) serves as test data source too. */
+export const rng = createRng;
 
 export function randomArray(random: () => number, n: number, scale: number, center = 0): Float32Array {
   const out = new Float32Array(n);
