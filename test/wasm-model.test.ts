@@ -87,6 +87,13 @@ describe('wasm backend against the reference', () => {
     a.logits.forEach((row, t) => assert.deepEqual(row, b.logits[t]));
   });
 
+  it('refuses, before allocating, a model whose weights and cache exceed one 4 GiB wasm memory', async () => {
+    const { dir } = writeSyntheticCheckpoint(tinyConfigJson(), { seed: 4 });
+    made.push(dir);
+    const checkpoint = await loadCheckpoint(dir);
+    await assert.rejects(WasmModel.fromCheckpoint(checkpoint, { threads: 1, maxContext: 50_000_000 }), /over the 4 GiB a wasm32 memory can address; use a smaller maxContext/);
+  });
+
   it('refuses a sequence longer than its cache, and a stale sequence', async () => {
     const { dir } = writeSyntheticCheckpoint(tinyConfigJson(), { seed: 3 });
     made.push(dir);
