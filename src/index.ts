@@ -9,3 +9,5 @@ export type { FinishReason, GenerateOptions, GenerationPiece, GenerationResult }
 export { Sampler, type SamplingOptions } from './generation/sampling.ts';
 export { Tokenizer } from './tokenizer/tokenizer.ts';
 export { type ChatMessage, Generation, TextModel } from './text-model.ts';
+// training (src/training; docs/training.md)
+export { DEFAULT_OPTIONS as DEFAULT_TRAIN_OPTIONS, type StepLog, type TrainOptions, type TrainResult, train } from './training/train.ts';

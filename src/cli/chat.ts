@@ -1,9 +1,11 @@
 // `parscale chat`: a conversation with the model's chat template. Reads one user message per
 // line; works on a terminal and with a pipe (then each line is a message and it ends with EOF).
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ChatMessage } from '../text-model.ts';
-import { parseCommandLine } from './args.ts';
-import { generateOptionsFrom, loadTextModel, modelFlags, modelFlagsHelp, samplingFlags, samplingFlagsHelp, statsLine, withInterrupt } from './common.ts';
+import { UsageError, parseCommandLine } from './args.ts';
+import { generateOptionsFrom, loadTextModel, modelDirFrom, modelFlags, modelFlagsHelp, samplingFlags, samplingFlagsHelp, statsLine, withInterrupt } from './common.ts';
 
 export const chatHelp = `Usage: parscale chat --model DIR [options]
 
@@ -31,6 +33,7 @@ export async function chatCommand(args: string[]): Promise<number> {
     return 0;
   }
   const options = generateOptionsFrom(values);
+  refuseWithoutChatTemplate(modelDirFrom(values));
   const interactive = process.stdin.isTTY === true;
 
   return withInterrupt(async (signal) => {
@@ -75,4 +78,19 @@ export async function chatCommand(args: string[]): Promise<number> {
     }
     return 0;
   });
+}
+
+/** Before any weight is read: a plain text model (no chat_template) cannot chat. */
+function refuseWithoutChatTemplate(dir: string): void {
+  const file = join(dir, 'tokenizer_config.json');
+  if (!existsSync(file)) return; // the loader reports what is missing
+  let config: { chat_template?: unknown };
+  try {
+    config = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return; // the loader reports the broken file with its details
+  }
+  const template = config.chat_template;
+  if (typeof template === 'string' || (Array.isArray(template) && template.length > 0)) return;
+  throw new UsageError(`${file}: no chat_template; this model cannot chat (it is a plain text model: use "parscale generate")`);
 }
