@@ -291,10 +291,9 @@ export function locateStreamSet(spec: StreamSetSpec, backbone: ModelConfig): { c
     if (info.shape.length === shape.length && info.shape.every((d, i) => d === shape[i])) continue;
     // Say which setting disagrees: the number of streams the tensor holds, or the prefix length.
     const streams = streamsInShape(name, info.shape, backbone.hiddenSize);
-    const withP = streamsInShape(name, shape, backbone.hiddenSize) === null ? null : expectedShapeFor(name, config, streams);
     const why =
-      streams !== null && streams !== P && withP !== null && sameShape(withP, info.shape)
-        ? `: it holds ${streams} streams, but ${listed}`
+      streams !== null && streams !== P
+        ? `: it holds ${streams} streams, but ${listed} (expected shape ${JSON.stringify(shape)})`
         : `, but ${listed} with parscale_n_tokens ${spec.nTokens} on the backbone of config.json, which implies ${JSON.stringify(shape)}`;
     throw new CheckpointError('TENSOR_SHAPE', `${file}: tensor "${name}" has shape ${JSON.stringify(info.shape)}${why}`, { file, tensor: name });
   }
@@ -306,19 +305,11 @@ export function locateStreamSet(spec: StreamSetSpec, backbone: ModelConfig): { c
   return { config, tensors: new Map([...expected.keys()].map((name) => [name, stored.get(name)!])) };
 }
 
-const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
-
 /** The stream count P a ParScale tensor's shape implies (SPEC.md "Tensors"), or null if it has none. */
 function streamsInShape(name: string, shape: number[], H: number): number | null {
   if (name.endsWith('.prefix_k') || name.endsWith('.prefix_v') || name.startsWith('model.aggregate_layer.2.')) return shape.length > 0 ? shape[0] : null;
   if (name === 'model.aggregate_layer.0.weight') return shape.length === 2 && shape[1] % H === 0 ? shape[1] / H : null;
   return null;
-}
-
-/** The shape `name` would have with `streams` streams and everything else of `config`. */
-function expectedShapeFor(name: string, config: ModelConfig, streams: number | null): number[] | null {
-  if (streams === null || streams < 2) return null;
-  return expectedStreamTensors({ ...config, parscaleN: streams }).get(name) ?? null;
 }
 
 // ---- reading tensor data ----

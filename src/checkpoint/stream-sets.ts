@@ -126,7 +126,7 @@ export function defaultStreamCount(config: ModelConfig, specs: readonly { P: num
 export function unknownStreamCountError(dir: string | null, P: unknown, available: readonly number[]): CheckpointError {
   const file = dir === null ? undefined : join(resolve(dir), 'config.json');
   const list = available.map((n) => (n === 1 ? '1 (the backbone alone)' : String(n))).join(', ');
-  return new CheckpointError('STREAM_SET_UNKNOWN', `${file ?? 'this model'}: no streams for P = ${String(P)}; this model has stream sets P = ${list}`, {
+  return new CheckpointError('STREAM_SET_UNKNOWN', `${file ?? 'this model'}: no streams for P = ${String(P)} (see "${STREAM_SETS_KEY}"); this model has stream sets P = ${list}`, {
     file,
     key: STREAM_SETS_KEY,
   });
