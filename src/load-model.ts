@@ -1,4 +1,6 @@
 // Load a checkpoint folder into a runnable model, on the backend the caller chooses.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LanguageModel } from './backend.ts';
 import { readConfig } from './checkpoint/config.ts';
 import { type LoadOptions, loadCheckpoint } from './checkpoint/load.ts';
@@ -30,7 +32,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   }
   // an unknown P fails before any weights are read (loadCheckpoint reports a broken folder itself)
   let P = options.P;
-  if (P !== undefined) {
+  if (P !== undefined && existsSync(join(dir, 'config.json'))) {
     const config = readConfig(dir);
     checkStreamCount(dir, P, availableStreamCounts(config, readStreamSetSpecs(dir, config)));
   }

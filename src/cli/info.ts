@@ -119,7 +119,7 @@ export async function infoCommand(args: string[]): Promise<number> {
       `parameters    ${n(total)} in all, ${n(total - embedding)} without embeddings, ${n(parscale)} ParScale (prefixes + aggregation)`,
       `memory        weight files ${gb(weightFileBytes)}; reference backend (float32) ${gb(total * 4)}`,
       `KV cache      ${gb(kvBytesPerToken)} per token for all ${P} stream(s)${P > 1 ? ` + ${gb(summary.prefix_cache_bytes)} of prefixes` : ''}`,
-      ...(streamSets.length > 1
+      ...(specs.length > 0
         ? [
             `stream sets   P = ${available.join(', ')} on one backbone (choose with --P)`,
             ...streamSets.map(
