@@ -125,7 +125,8 @@ export async function infoCommand(args: string[]): Promise<number> {
             ...streamSets.map(
               (set) =>
                 `  P = ${String(set.P).padEnd(3)} ${set.P === 1 ? 'the backbone alone' : `${n(set.parameters)} parameters, ${set.prefix_tokens} prefix tokens, smoothing ${set.attn_smooth}`}` +
-                ` (${set.file}${set.file_bytes !== null ? `, ${gb(set.file_bytes)}` : ''})${set.P === P ? '  ← shown above' : ''}`,
+                (set.P === 1 ? '' : ` (${set.file}${set.file_bytes !== null ? `, ${gb(set.file_bytes)}` : ''})`) +
+                (set.P === P ? '  ← shown above' : ''),
             ),
           ]
         : []),
