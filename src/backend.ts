@@ -37,4 +37,15 @@ export interface LanguageModel {
   forward(state: SequenceState, tokens: readonly number[], options?: ForwardOptions): ForwardResult;
   /** Free what the backend holds (worker threads, memory). The reference holds nothing. */
   dispose(): void;
+  /**
+   * Dynamic P: every stream count this loaded backbone can run, ascending: 1 (the backbone
+   * alone), the checkpoint's own parscale_n, and each stream set stored with it.
+   */
+  readonly streamSets: readonly number[];
+  /**
+   * The same loaded backbone running P streams (one of streamSets; a CheckpointError with code
+   * STREAM_SET_UNKNOWN otherwise). Nothing is loaded or copied: only the prefixes and the
+   * aggregation layer differ. A sequence belongs to the model (and so the P) that made it.
+   */
+  withStreams(P: number): LanguageModel;
 }

@@ -1,6 +1,10 @@
 // Load a checkpoint folder into a runnable model, on the backend the caller chooses.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LanguageModel } from './backend.ts';
+import { readConfig } from './checkpoint/config.ts';
 import { type LoadOptions, loadCheckpoint } from './checkpoint/load.ts';
+import { availableStreamCounts, checkStreamCount, defaultStreamCount, readStreamSetSpecs } from './checkpoint/stream-sets.ts';
 import { ReferenceModel } from './reference/model.ts';
 import { WasmModel, type WasmModelOptions } from './wasm-bridge/model.ts';
 
@@ -12,6 +16,13 @@ export const DEFAULT_BACKEND: BackendName = 'wasm';
 export interface LoadModelOptions extends LoadOptions, WasmModelOptions {
   /** Which implementation runs the forward pass (default "wasm"). */
   backend?: BackendName;
+  /**
+   * Streams to run (dynamic P): 1 (the backbone alone), the folder's own parscale_n, or one of its
+   * stream sets. Default: its own parscale_n when it is > 1, else its largest stream set, else 1.
+   * Every stream set is loaded either way, so `withStreams(P)` on the model switches without
+   * reloading anything.
+   */
+  P?: number;
 }
 
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<LanguageModel> {
@@ -19,7 +30,14 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   if (!BACKENDS.includes(backend)) {
     throw new RangeError(`unknown backend "${backend}" (expected one of: ${BACKENDS.join(', ')})`);
   }
+  // an unknown P fails before any weights are read (loadCheckpoint reports a broken folder itself)
+  let P = options.P;
+  if (P !== undefined && existsSync(join(dir, 'config.json'))) {
+    const config = readConfig(dir);
+    checkStreamCount(dir, P, availableStreamCounts(config, readStreamSetSpecs(dir, config)));
+  }
   const checkpoint = await loadCheckpoint(dir, options);
-  if (backend === 'reference') return ReferenceModel.fromCheckpoint(checkpoint);
-  return WasmModel.fromCheckpoint(checkpoint, options);
+  P ??= defaultStreamCount(checkpoint.config, checkpoint.streamSets);
+  const model = backend === 'reference' ? ReferenceModel.fromCheckpoint(checkpoint) : await WasmModel.fromCheckpoint(checkpoint, options);
+  return model.withStreams(P);
 }

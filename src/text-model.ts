@@ -8,6 +8,15 @@ import { type GenerateOptions, type GenerationPiece, type GenerationResult, coll
 import { type LoadModelOptions, loadModel } from './load-model.ts';
 import { Tokenizer } from './tokenizer/tokenizer.ts';
 
+/** Options of TextModel.generate and chat. */
+export interface TextGenerateOptions extends GenerateOptions {
+  /**
+   * Streams for this request (dynamic P): any of `model.streamSets`. Default: the P the model was
+   * loaded with. The backbone stays loaded; only the prefixes and aggregation layer switch.
+   */
+  P?: number;
+}
+
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | string;
   content: string;
@@ -62,7 +71,10 @@ export class TextModel {
     readonly notice: string | null,
   ) {}
 
-  /** Load config.json, the safetensors weights, tokenizer.json and generation_config.json from `dir`. */
+  /**
+   * Load config.json, the safetensors weights (and every stream set, for dynamic P),
+   * tokenizer.json and generation_config.json from `dir`. `options.P` picks the default P.
+   */
   static async load(dir: string, options: LoadModelOptions = {}): Promise<TextModel> {
     const absolute = resolve(dir);
     // the tokenizer first: a missing tokenizer.json should not wait for gigabytes of weights
@@ -71,14 +83,22 @@ export class TextModel {
     return new TextModel(absolute, model, tokenizer, readGenerationDefaults(absolute, model.config), readNotice(absolute));
   }
 
+  /** Every P this model can generate with (see TextGenerateOptions.P), ascending. */
+  get streamSets(): readonly number[] {
+    return this.model.streamSets;
+  }
+
   /** Continue `prompt` (plain text, no chat template). */
-  generate(prompt: string | readonly number[], options: GenerateOptions = {}): Generation {
+  generate(prompt: string | readonly number[], options: TextGenerateOptions = {}): Generation {
+    const { P, ...rest } = options;
+    // an unknown P throws here, at the call, not later inside the iteration
+    const model = P === undefined ? this.model : this.model.withStreams(P);
     const ids = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : prompt;
-    return new Generation(generateFromIds(this.model, this.tokenizer, ids, { ...this.defaults, ...definedOnly(options) }));
+    return new Generation(generateFromIds(model, this.tokenizer, ids, { ...this.defaults, ...definedOnly(rest) }));
   }
 
   /** Answer the last message of a conversation, rendered with the model's chat template. */
-  chat(messages: readonly ChatMessage[], options: GenerateOptions = {}): Generation {
+  chat(messages: readonly ChatMessage[], options: TextGenerateOptions = {}): Generation {
     const prompt = this.tokenizer.applyChatTemplate([...messages], { addGenerationPrompt: true });
     // the template already wrote the special tokens as text; encode them as such
     return this.generate(this.tokenizer.encode(prompt, { addSpecialTokens: false }), options);

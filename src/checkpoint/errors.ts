@@ -30,7 +30,9 @@ export type CheckpointErrorCode =
   /** a tensor is stored that the config does not explain */
   | 'TENSOR_UNEXPECTED'
   /** a tensor's shape differs from the one the config implies */
-  | 'TENSOR_SHAPE';
+  | 'TENSOR_SHAPE'
+  /** a P was asked for that the folder has no streams for (see config.json "parscale_stream_sets") */
+  | 'STREAM_SET_UNKNOWN';
 
 export interface CheckpointErrorLocation {
   /** absolute path of the file (or folder) at fault */

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { type ModelConfig, expectedTensors, readConfig } from './config.ts';
 import { CheckpointError, abortError } from './errors.ts';
 import { type DType, type TensorInfo, bytesToFloat32, openForReading, readSafetensorsHeader, readTensorRange } from './safetensors.ts';
+import { STREAM_SETS_KEY, type StreamSetSpec, expectedStreamTensors, isStreamTensor, readStreamSetSpecs, streamSetConfig } from './stream-sets.ts';
 
 export interface RawTensor {
   name: string;
@@ -23,7 +24,21 @@ export interface Checkpoint {
   config: ModelConfig;
   /** exactly the tensors of expectedTensors(config), in that order */
   tensors: Map<string, RawTensor>;
-  /** total bytes of tensor data, as stored */
+  /** total bytes of tensor data, as stored (the stream sets not included) */
+  weightBytes: number;
+  /** the stream sets stored next to the backbone (config.json "parscale_stream_sets"), by P; often none */
+  streamSets: StreamSet[];
+}
+
+/** One stream set of a dynamic-P folder (src/checkpoint/stream-sets.ts): prefixes and aggregation for P streams. */
+export interface StreamSet {
+  P: number;
+  /** its safetensors file (absolute path) */
+  file: string;
+  /** the backbone's config with this set's parscale_n, parscale_n_tokens and parscale_attn_smooth */
+  config: ModelConfig;
+  /** exactly the tensors of expectedStreamTensors(config), in that order */
+  tensors: Map<string, RawTensor>;
   weightBytes: number;
 }
 
@@ -72,10 +87,20 @@ export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Pr
   checkIsFolder(folder);
   const config = readConfig(folder);
   const infos = locateTensors(folder, config);
+  const sets = readStreamSetSpecs(folder, config).map((spec) => ({ spec, ...locateStreamSet(spec, config) }));
   throwIfAborted(signal);
-  const tensors = await readTensorData([...infos.values()], onProgress, signal);
-  const weightBytes = [...infos.values()].reduce((sum, info) => sum + info.byteLength, 0);
-  return { dir: folder, config, tensors, weightBytes };
+  const all = [...infos.values(), ...sets.flatMap((set) => [...set.tensors.values()])];
+  const data = await readTensorData(all, onProgress, signal);
+  const byName = (list: Iterable<TensorInfo>) => new Map([...list].map((info) => [info.name, data.get(info)!]));
+  const bytesOf = (list: Iterable<TensorInfo>) => [...list].reduce((sum, info) => sum + info.byteLength, 0);
+  const streamSets = sets.map(({ spec, config: setConfig, tensors }) => ({
+    P: spec.P,
+    file: spec.file,
+    config: setConfig,
+    tensors: byName(tensors.values()),
+    weightBytes: bytesOf(tensors.values()),
+  }));
+  return { dir: folder, config, tensors: byName(infos.values()), weightBytes: bytesOf(infos.values()), streamSets };
 }
 
 /** Decode a tensor to float32 (exact for all three stored dtypes). */
@@ -245,18 +270,60 @@ function configHint(name: string, config: ModelConfig): string {
   return '';
 }
 
+// ---- stream sets (headers only) ----
+
+/**
+ * Read a stream-set file's header and check it holds exactly the prefixes and aggregation layer
+ * of `spec` over `backbone`. Returns that set's config and its tensors in expected order.
+ */
+export function locateStreamSet(spec: StreamSetSpec, backbone: ModelConfig): { config: ModelConfig; tensors: Map<string, TensorInfo> } {
+  const { P, file } = spec;
+  const config = streamSetConfig(backbone, P, spec.nTokens, spec.attnSmooth);
+  const listed = `config.json "${STREAM_SETS_KEY}" lists it for P = ${P}`;
+  if (!existsSync(file)) throw new CheckpointError('FILE_NOT_FOUND', `${file}: stream set file not found; ${listed}`, { file });
+  const stored = readSafetensorsHeader(file).tensors;
+  const expected = expectedStreamTensors(config);
+  for (const [name, shape] of expected) {
+    const info = stored.get(name);
+    if (info === undefined) {
+      throw new CheckpointError('TENSOR_MISSING', `${file}: tensor "${name}" (shape ${JSON.stringify(shape)}) is missing from this stream set (${listed})`, { file, tensor: name });
+    }
+    if (info.shape.length === shape.length && info.shape.every((d, i) => d === shape[i])) continue;
+    // Say which setting disagrees: the number of streams the tensor holds, or the prefix length.
+    const streams = streamsInShape(name, info.shape, backbone.hiddenSize);
+    const why =
+      streams !== null && streams !== P
+        ? `: it holds ${streams} streams, but ${listed} (expected shape ${JSON.stringify(shape)})`
+        : `, but ${listed} with parscale_n_tokens ${spec.nTokens} on the backbone of config.json, which implies ${JSON.stringify(shape)}`;
+    throw new CheckpointError('TENSOR_SHAPE', `${file}: tensor "${name}" has shape ${JSON.stringify(info.shape)}${why}`, { file, tensor: name });
+  }
+  for (const name of stored.keys()) {
+    if (expected.has(name)) continue;
+    const hint = isStreamTensor(name) ? ` (config.json says num_hidden_layers: ${backbone.numLayers})` : ': a stream set holds only prefixes and the aggregation layer; backbone tensors belong in model.safetensors';
+    throw new CheckpointError('TENSOR_UNEXPECTED', `${file}: unexpected tensor "${name}"${hint}`, { file, tensor: name });
+  }
+  return { config, tensors: new Map([...expected.keys()].map((name) => [name, stored.get(name)!])) };
+}
+
+/** The stream count P a ParScale tensor's shape implies (SPEC.md "Tensors"), or null if it has none. */
+function streamsInShape(name: string, shape: number[], H: number): number | null {
+  if (name.endsWith('.prefix_k') || name.endsWith('.prefix_v') || name.startsWith('model.aggregate_layer.2.')) return shape.length > 0 ? shape[0] : null;
+  if (name === 'model.aggregate_layer.0.weight') return shape.length === 2 && shape[1] % H === 0 ? shape[1] / H : null;
+  return null;
+}
+
 // ---- reading tensor data ----
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Read every tensor's bytes; returns them in the order of `infos`. */
+/** Read every tensor's bytes, keyed by its TensorInfo (names repeat across stream-set files). */
 async function readTensorData(
   infos: TensorInfo[],
   onProgress: LoadOptions['onProgress'],
   signal: AbortSignal | undefined,
-): Promise<Map<string, RawTensor>> {
+): Promise<Map<TensorInfo, RawTensor>> {
   const totalBytes = infos.reduce((sum, info) => sum + info.byteLength, 0);
-  const read = new Map<string, RawTensor>();
+  const read = new Map<TensorInfo, RawTensor>();
   let loadedBytes = 0;
   let sinceYield = 0;
   for (const [file, list] of groupByFile(infos)) {
@@ -283,13 +350,13 @@ async function readTensorData(
             throwIfAborted(signal);
           }
         } while (done < info.byteLength);
-        read.set(info.name, { name: info.name, dtype: info.dtype, shape: info.shape, data });
+        read.set(info, { name: info.name, dtype: info.dtype, shape: info.shape, data });
       }
     } finally {
       closeSync(fd);
     }
   }
-  return new Map(infos.map((info) => [info.name, read.get(info.name)!]));
+  return read;
 }
 
 /** Tensors grouped by file (files in name order, so shards go 1, 2, 3), each group in offset order. */

@@ -12,6 +12,7 @@ export const modelFlags = {
   model: { type: 'string', short: 'm' },
   backend: { type: 'string' },
   threads: { type: 'string' },
+  P: { type: 'string' },
   'no-progress': { type: 'boolean' },
 } satisfies OptionSpec;
 
@@ -28,6 +29,9 @@ export const samplingFlags = {
 export const modelFlagsHelp = `  -m, --model DIR            model folder (config.json, *.safetensors, tokenizer.json)
       --backend NAME         ${BACKENDS.join(' | ')} (default ${DEFAULT_BACKEND})
       --threads N            threads for the wasm backend (default: all cores)
+      --P N                  streams to run: 1 (the backbone alone), the model's own P or one of
+                             its stream sets (see parscale info; default: its own P, else the
+                             largest stream set)
       --no-progress          no load progress bar`;
 
 export const samplingFlagsHelp = `  -n, --max-new-tokens N     most tokens to generate (default: generation_config.json, else 256)
@@ -101,12 +105,18 @@ export function progressBar(enabled: boolean): { onProgress?: (e: LoadProgress) 
   };
 }
 
+/** --P N: a stream count (which ones exist is checked against the model when it loads). */
+export function streamsFrom(values: Values): number | undefined {
+  return values.P === undefined ? undefined : numberOption('P', values.P as string, 1, { integer: true, min: 1 });
+}
+
 export async function loadTextModel(values: Values, signal?: AbortSignal): Promise<TextModel> {
   const dir = modelDirFrom(values);
   const backend = backendFrom(values);
   const progress = progressBar(values['no-progress'] !== true);
   const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads as string, 1, { integer: true, min: 1 });
-  const model = await TextModel.load(dir, { backend, threads, onProgress: progress.onProgress, signal });
+  const P = streamsFrom(values);
+  const model = await TextModel.load(dir, { backend, threads, P, onProgress: progress.onProgress, signal });
   progress.done();
   if (model.notice !== null) process.stderr.write(`note: ${model.notice}\n`);
   return model;

@@ -1,30 +1,70 @@
 // `parscale info`: what a checkpoint is, without loading its weights.
-import { readdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { expectedTensors, readConfig } from '../checkpoint/config.ts';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { type ModelConfig, expectedTensors, readConfig } from '../checkpoint/config.ts';
+import {
+  availableStreamCounts,
+  backboneConfig,
+  checkStreamCount,
+  defaultStreamCount,
+  expectedStreamTensors,
+  readStreamSetSpecs,
+  streamSetConfig,
+} from '../checkpoint/stream-sets.ts';
 import { parseCommandLine, UsageError } from './args.ts';
+import { streamsFrom } from './common.ts';
 
-export const infoHelp = `Usage: parscale info --model DIR [--json]
+export const infoHelp = `Usage: parscale info --model DIR [--P N] [--json]
 
 Summarise a checkpoint: its configuration, parameter counts (with and without embeddings, and
-the ParScale parts), P, and the memory the weights and the KV cache take. Reads config.json and
-the file sizes only.
+the ParScale parts), P, and the memory the weights and the KV cache take; for a dynamic-P folder
+also every stream set it holds, with its parameters. Reads config.json and the file sizes only.
 
 Options:
   -m, --model DIR   model folder
+      --P N         summarise the model with N streams (one of its stream sets; default: the
+                    P that generate would use)
       --json        print the summary as JSON
   -h, --help        show this help`;
 
 export async function infoCommand(args: string[]): Promise<number> {
-  const { values } = parseCommandLine(args, { model: { type: 'string', short: 'm' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
+  const { values } = parseCommandLine(args, {
+    model: { type: 'string', short: 'm' },
+    P: { type: 'string' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
   if (values.help) {
     console.log(infoHelp);
     return 0;
   }
   if (values.model === undefined) throw new UsageError('--model DIR is required');
   const dir = resolve(values.model);
-  const config = readConfig(dir);
-  const P = config.parscaleN;
+  const folderConfig = readConfig(dir);
+  const specs = readStreamSetSpecs(dir, folderConfig);
+  const available = availableStreamCounts(folderConfig, specs);
+  const P = streamsFrom(values) ?? defaultStreamCount(folderConfig, specs);
+  checkStreamCount(dir, P, available);
+  // every choice of P: the backbone alone, the folder's own streams, each stream set
+  const choice = (n: number): { config: ModelConfig; file: string | null } => {
+    if (n === 1) return { config: backboneConfig(folderConfig), file: null };
+    if (n === folderConfig.parscaleN) return { config: folderConfig, file: null };
+    const spec = specs.find((s) => s.P === n)!;
+    return { config: streamSetConfig(folderConfig, n, spec.nTokens, spec.attnSmooth), file: spec.file };
+  };
+  const streamSets = available.map((n) => {
+    const { config: c, file } = choice(n);
+    const parameters = n === 1 ? 0 : [...expectedStreamTensors(c).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
+    return {
+      P: n,
+      file: file === null ? (n === 1 ? 'backbone alone' : 'own streams (parscale_n)') : basename(file),
+      prefix_tokens: n > 1 ? c.parscaleNTokens : 0,
+      attn_smooth: n > 1 ? c.parscaleAttnSmooth : 0,
+      parameters,
+      file_bytes: file !== null && existsSync(file) ? statSync(file).size : null,
+    };
+  });
+  const config = choice(P).config;
   let total = 0;
   let embedding = 0;
   let parscale = 0;
@@ -41,7 +81,7 @@ export async function infoCommand(args: string[]): Promise<number> {
   const kvBytesPerToken = 2 * config.numLayers * P * config.numKvHeads * config.headDim * 4;
   const summary = {
     model: dir,
-    model_type: config.modelType,
+    model_type: folderConfig.modelType,
     P,
     prefix_tokens: P > 1 ? config.parscaleNTokens : 0,
     attn_smooth: P > 1 ? config.parscaleAttnSmooth : 0,
@@ -62,6 +102,7 @@ export async function infoCommand(args: string[]): Promise<number> {
     reference_weight_bytes: total * 4,
     kv_cache_bytes_per_token: kvBytesPerToken,
     prefix_cache_bytes: P > 1 ? (kvBytesPerToken * config.parscaleNTokens) : 0,
+    stream_sets: streamSets,
   };
   if (values.json) {
     console.log(JSON.stringify(summary, null, 2));
@@ -72,12 +113,23 @@ export async function infoCommand(args: string[]): Promise<number> {
   console.log(
     [
       `model         ${dir}`,
-      `type          ${config.modelType}, P = ${P}${P > 1 ? ` streams, ${config.parscaleNTokens} prefix tokens, smoothing ${config.parscaleAttnSmooth}` : ' (plain Qwen2)'}`,
+      `type          ${folderConfig.modelType}, P = ${P}${P > 1 ? ` streams, ${config.parscaleNTokens} prefix tokens, smoothing ${config.parscaleAttnSmooth}` : ' (plain Qwen2)'}`,
       `shape         ${config.numLayers} layers, hidden ${config.hiddenSize}, intermediate ${config.intermediateSize}, ${config.numHeads} heads / ${config.numKvHeads} KV heads of ${config.headDim}, vocab ${n(config.vocabSize)}`,
       `context       ${n(config.maxPositionEmbeddings)} positions; embeddings ${config.tieWordEmbeddings ? 'tied' : 'untied'}; stored as ${config.torchDtype ?? 'unknown dtype'}`,
       `parameters    ${n(total)} in all, ${n(total - embedding)} without embeddings, ${n(parscale)} ParScale (prefixes + aggregation)`,
       `memory        weight files ${gb(weightFileBytes)}; reference backend (float32) ${gb(total * 4)}`,
       `KV cache      ${gb(kvBytesPerToken)} per token for all ${P} stream(s)${P > 1 ? ` + ${gb(summary.prefix_cache_bytes)} of prefixes` : ''}`,
+      ...(specs.length > 0
+        ? [
+            `stream sets   P = ${available.join(', ')} on one backbone (choose with --P)`,
+            ...streamSets.map(
+              (set) =>
+                `  P = ${String(set.P).padEnd(3)} ${set.P === 1 ? 'the backbone alone' : `${n(set.parameters)} parameters, ${set.prefix_tokens} prefix tokens, smoothing ${set.attn_smooth}`}` +
+                (set.P === 1 ? '' : ` (${set.file}${set.file_bytes !== null ? `, ${gb(set.file_bytes)}` : ''})`) +
+                (set.P === P ? '  ← shown above' : ''),
+            ),
+          ]
+        : []),
     ].join('\n'),
   );
   return 0;

@@ -8,7 +8,8 @@
 // plain Qwen2 model.
 import type { ForwardOptions, ForwardResult, LanguageModel, SequenceState } from '../backend.ts';
 import type { ModelConfig } from '../checkpoint/config.ts';
-import { type Checkpoint, tensorToFloat32 } from '../checkpoint/load.ts';
+import { type Checkpoint, type RawTensor, type StreamSet, tensorToFloat32 } from '../checkpoint/load.ts';
+import { availableStreamCounts, backboneConfig, unknownStreamCountError } from '../checkpoint/stream-sets.ts';
 import { aggregate, attention, matmul, rmsnorm, rope, ropeFrequencies, swiglu } from './kernels.ts';
 
 // Shapes: H hidden, I intermediate, nH query heads, nKV key/value heads, d head dim,
@@ -93,6 +94,37 @@ export function referenceWeightsFromCheckpoint(checkpoint: Checkpoint): Referenc
 }
 
 /**
+ * Dynamic P: the weights of another stream set over the same backbone. Every backbone array is
+ * shared (not copied); only the prefixes and the aggregation layer are this set's, or none for
+ * the backbone alone (set = null, P = 1).
+ */
+export function streamSetWeights(backbone: ReferenceWeights, set: StreamSet | null): ReferenceWeights {
+  const get = (name: string): Float32Array => {
+    const tensor: RawTensor | undefined = set?.tensors.get(name);
+    // loadCheckpoint has already checked every name and shape of the set against its config.
+    if (tensor === undefined) throw new Error(`internal: tensor ${name} of the stream set was not loaded`);
+    return tensorToFloat32(tensor);
+  };
+  return {
+    ...backbone,
+    layers: backbone.layers.map((layer, i) => ({
+      ...layer,
+      prefixKeys: set === null ? null : get(`model.layers.${i}.self_attn.prefix_k`),
+      prefixValues: set === null ? null : get(`model.layers.${i}.self_attn.prefix_v`),
+    })),
+    aggregation:
+      set === null
+        ? null
+        : {
+            w0: get('model.aggregate_layer.0.weight'),
+            b0: get('model.aggregate_layer.0.bias'),
+            w2: get('model.aggregate_layer.2.weight'),
+            b2: get('model.aggregate_layer.2.bias'),
+          },
+  };
+}
+
+/**
  * The KV cache of one sequence. For each layer and stream p: keys and values laid out
  * (nKV, capacity, d). Entries 0..T−1 are stream p's prefix (ParScale; never rotated, never a
  * position), entries T..T+length−1 the real tokens. It grows by doubling when full.
@@ -167,6 +199,8 @@ export class ReferenceModel implements LanguageModel {
   readonly backend = 'reference';
   /** RoPE frequencies f_j = theta^(-2j/d), j < d/2 */
   private readonly freqs: Float32Array;
+  /** Dynamic P: the models of every stream count over these same backbone arrays, by P. */
+  private family: { dir: string | null; models: Map<number, ReferenceModel> } | null = null;
 
   constructor(
     readonly config: ModelConfig,
@@ -175,8 +209,38 @@ export class ReferenceModel implements LanguageModel {
     this.freqs = ropeFrequencies(config.headDim, config.ropeTheta);
   }
 
+  /** The model of the folder's own P; withStreams(P) gives its other stream sets (and P = 1). */
   static fromCheckpoint(checkpoint: Checkpoint): ReferenceModel {
-    return new ReferenceModel(checkpoint.config, referenceWeightsFromCheckpoint(checkpoint));
+    const own = new ReferenceModel(checkpoint.config, referenceWeightsFromCheckpoint(checkpoint));
+    const family = own.streamFamily(checkpoint.dir);
+    for (const set of checkpoint.streamSets) {
+      const model = new ReferenceModel(set.config, streamSetWeights(own.weights, set));
+      model.family = family;
+      family.models.set(set.P, model);
+    }
+    return own;
+  }
+
+  /** The stream counts P this loaded backbone can run (1, its own, its stream sets), ascending. */
+  get streamSets(): number[] {
+    return availableStreamCounts(this.config, [...this.streamFamily(null).models.keys()].map((P) => ({ P })));
+  }
+
+  /** The same backbone with the stream set of P streams; nothing is copied. */
+  withStreams(P: number): ReferenceModel {
+    const model = this.streamFamily(null).models.get(P);
+    if (model === undefined) throw unknownStreamCountError(this.family!.dir, P, this.streamSets);
+    return model;
+  }
+
+  private streamFamily(dir: string | null): { dir: string | null; models: Map<number, ReferenceModel> } {
+    if (this.family === null) {
+      const family = { dir, models: new Map<number, ReferenceModel>([[this.config.parscaleN, this as ReferenceModel]]) };
+      // the backbone alone is always there: the same arrays without prefixes and aggregation
+      if (this.config.parscaleN > 1) family.models.set(1, new ReferenceModel(backboneConfig(this.config), streamSetWeights(this.weights, null)));
+      for (const model of family.models.values()) model.family = family;
+    }
+    return this.family!;
   }
 
   newSequence(): ReferenceCache {

@@ -6,6 +6,7 @@
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelConfig } from '../checkpoint/config.ts';
+import { STREAM_SETS_KEY, isStreamTensor, streamSetFileName } from '../checkpoint/stream-sets.ts';
 import { loadCheckpoint } from '../checkpoint/load.ts';
 import { float32ToBytes, writeSafetensors } from '../checkpoint/safetensors.ts';
 import { referenceWeightsFromCheckpoint } from '../reference/model.ts';
@@ -81,6 +82,32 @@ export async function saveModel(dir: string, config: ModelConfig, params: ModelP
   if (options.generationConfig !== undefined) {
     writeFileSync(join(dir, 'generation_config.json'), JSON.stringify(options.generationConfig, null, 2) + '\n');
   }
+}
+
+/**
+ * Dynamic P: write the stream set of `params` (its prefixes and aggregation layer, for
+ * config.parscaleN streams) to DIR/streams-P{P}.safetensors; returns the file name. The backbone
+ * tensors of `params` are not written.
+ */
+export function saveStreamSet(dir: string, config: ModelConfig, params: ModelParams, dtype: SaveDType): string {
+  if (config.parscaleN < 2) throw new RangeError(`a stream set needs P ≥ 2, got ${config.parscaleN}`);
+  const file = streamSetFileName(config.parscaleN);
+  const tensors = parameterEntries(config, params)
+    .filter((e) => isStreamTensor(e.name))
+    .map((e) => ({ name: e.name, dtype, shape: e.shape, data: float32ToBytes(e.data, dtype) }));
+  writeSafetensors(join(dir, file), tensors, { format: 'pt', parscale_n: String(config.parscaleN) });
+  return file;
+}
+
+/** Add a stream set (or replace the one of the same P) in DIR/config.json "parscale_stream_sets"; other keys are kept as they are. */
+export function addStreamSetToConfig(dir: string, config: ModelConfig, file: string): void {
+  const configFile = join(dir, 'config.json');
+  const json = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  const sets = { ...((json[STREAM_SETS_KEY] as Record<string, unknown> | undefined) ?? {}) };
+  sets[String(config.parscaleN)] = { file, parscale_n_tokens: config.parscaleNTokens, parscale_attn_smooth: config.parscaleAttnSmooth };
+  // integer-like keys keep ascending order in a JS object: "2", "4", "8"
+  json[STREAM_SETS_KEY] = sets;
+  writeFileSync(configFile, JSON.stringify(json, null, 2) + '\n');
 }
 
 /** Load a model folder's config and float32 weights (any dtype, via the project's loader). */

@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { UsageError } from '../cli/args.ts';
 import { readTrainerState } from './checkpoint.ts';
+import { trainStreamSets } from './stream-sets.ts';
 import { DEFAULT_OPTIONS, type TrainOptions, train } from './train.ts';
 
 export const trainHelp = `parscale train --data FILE.txt --out DIR [options]
@@ -17,6 +18,12 @@ Train a Qwen2-ParScale model on a text file on the CPU; writes a Hugging Face mo
   --freeze-backbone      with --init: train only the prefixes and the aggregation layer
   --resume DIR           continue the run saved in DIR (same options; --steps may grow)
   --P N                  parallel streams (default ${DEFAULT_OPTIONS.P})
+  --P 2,4,8              with --init and --freeze-backbone: dynamic P, one stream set per P
+                         trained on the same frozen backbone, one after another; --out gets the
+                         backbone's files unchanged plus streams-P{N}.safetensors per set, named
+                         in config.json "parscale_stream_sets" (docs/training.md)
+  --stream-sets          write stream sets as above even for a single --P N; with --out equal
+                         to --init this adds a set to an existing (dynamic) folder in place
   --prefix-tokens N      prefix entries per stream and layer (default ${DEFAULT_OPTIONS.prefixTokens})
   --attn-smooth X        aggregation smoothing (default ${DEFAULT_OPTIONS.attnSmooth})
   --steps N              optimizer updates (default ${DEFAULT_OPTIONS.steps})
@@ -89,6 +96,7 @@ export function parseTrainArgs(args: string[]): TrainOptions | 'help' {
         log: { type: 'string' },
         dtype: { type: 'string' },
         'freeze-backbone': { type: 'boolean' },
+        'stream-sets': { type: 'boolean' },
         untied: { type: 'boolean' },
         quiet: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -107,6 +115,19 @@ export function parseTrainArgs(args: string[]): TrainOptions | 'help' {
     throw usageError('--freeze-backbone needs --init DIR (a backbone to freeze)');
   }
   const options: TrainOptions = { ...DEFAULT_OPTIONS, data: (v.data as string) ?? '', out: v.out };
+  // dynamic P: a comma list of stream counts, or --stream-sets with one
+  const list = typeof v.P === 'string' && v.P.includes(',');
+  if (list || v['stream-sets'] === true) {
+    const parts = String(v.P ?? '').split(',');
+    const counts = parts.map((part) => Number(part.trim()));
+    if (v.P === undefined || parts.some((part, i) => part.trim() === '' || !Number.isInteger(counts[i]) || counts[i] < 2)) {
+      throw usageError(`--P expects stream counts ≥ 2 for stream sets, e.g. --P 2,4,8; got "${v.P ?? ''}"`);
+    }
+    if (new Set(counts).size !== counts.length) throw usageError(`--P lists a stream count twice: "${v.P}"`);
+    if (v.init === undefined || v['freeze-backbone'] !== true) throw usageError('stream sets (--P 2,4,8 or --stream-sets) need --init DIR and --freeze-backbone');
+    options.streamSets = counts;
+    delete v.P;
+  }
   for (const [flag, key] of Object.entries(numberFlags)) {
     const raw = v[flag];
     if (raw === undefined) continue;
@@ -146,6 +167,20 @@ export async function trainCommand(args: string[]): Promise<number> {
   const options = parseTrainArgs(args);
   if (options === 'help') {
     process.stdout.write(trainHelp);
+    return 0;
+  }
+  if (options.streamSets !== undefined) {
+    const { dir, results } = await trainStreamSets(options);
+    for (const { P, file, result } of results) {
+      const last = result.logs.at(-1);
+      process.stderr.write(
+        `P = ${P}: saved ${file}` +
+          (last !== undefined ? ` after step ${last.step} (loss ${last.loss.toFixed(4)}` : '') +
+          (result.finalValLoss !== null ? `, validation loss ${result.finalValLoss.toFixed(4)})` : last !== undefined ? ')' : '') +
+          '\n',
+      );
+    }
+    process.stderr.write(`saved ${dir}: one backbone, stream sets P = ${results.map((r) => r.P).join(', ')}\n`);
     return 0;
   }
   const result = await train(options);

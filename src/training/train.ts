@@ -88,6 +88,17 @@ export interface TrainOptions {
   quiet: boolean;
   /** threads computing gradients (data parallel; 1 = only the calling thread) */
   threads: number;
+  /**
+   * Dynamic P (src/training/stream-sets.ts): with init and freezeBackbone, train one stream set
+   * per P listed here and store each next to the backbone in `out`, instead of one model of P.
+   */
+  streamSets?: number[];
+}
+
+/** Ways for a caller to take over part of the loop (dynamic P writes only the stream sets). */
+export interface TrainHooks {
+  /** Called instead of writing the model folder and trainer state to options.out. */
+  save?: (step: number, config: ModelConfig, params: ModelParams) => Promise<void>;
 }
 
 export const DEFAULT_OPTIONS: Omit<TrainOptions, 'data' | 'out'> = {
@@ -172,7 +183,7 @@ function readJson(file: string): Record<string, unknown> {
 }
 
 /** Run (or continue) a training run; writes the model and trainer state to options.out. */
-export async function train(input: TrainOptions): Promise<TrainResult> {
+export async function train(input: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
   let options = input;
   let config: ModelConfig;
   let params: ModelParams;
@@ -274,7 +285,7 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
     minLrRatio: options.minLrRatio,
   };
 
-  const save = async (step: number): Promise<void> => {
+  const saveFolder = async (step: number): Promise<void> => {
     const vocabSize = config.vocabSize;
     await saveModel(options.out, config, params, {
       dtype: options.dtype,
@@ -302,6 +313,8 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
       options.dtype,
     );
   };
+
+  const save = hooks.save === undefined ? saveFolder : (step: number) => hooks.save!(step, config, params);
 
   const validate = (): number => {
     let sum = 0;

@@ -9,10 +9,14 @@
 //   positions. The memory never grows during inference.
 // - One sequence at a time: newSequence() starts over in the same cache, and any older sequence
 //   object stops working (it says so instead of returning wrong logits).
+// - Dynamic P: every stream set of the checkpoint is loaded too, and withStreams(P) returns a view
+//   that shares the backbone, buffers, cache and threads and differs only in its config, prefixes
+//   and aggregation layer. Buffers and the cache are sized for the largest P and prefix length.
 import { availableParallelism } from 'node:os';
 import type { ForwardOptions, ForwardResult, LanguageModel, SequenceState } from '../backend.ts';
 import type { ModelConfig } from '../checkpoint/config.ts';
 import { type Checkpoint, type RawTensor, tensorToFloat32 } from '../checkpoint/load.ts';
+import { availableStreamCounts, backboneConfig, unknownStreamCountError } from '../checkpoint/stream-sets.ts';
 import { f16ToFloat } from '../checkpoint/safetensors.ts';
 import { ropeFrequencies } from '../reference/kernels.ts';
 import { type Ptr, type WeightFormat, WasmKernels } from './kernels.ts';
@@ -55,6 +59,18 @@ const MADD_PER_ITERATION = 48; // twelve f32x4 accumulators, one mul + one add e
 
 const FORMAT: Record<RawTensor['dtype'], WeightFormat> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
 
+type Aggregation = { w0: Matrix; b0: Ptr; w2: Matrix; b2: Ptr };
+
+/** What all stream-count views of one loaded backbone share besides the memory. */
+interface Shared {
+  /** the id of the one live sequence (any view) */
+  sequenceId: number;
+  disposed: boolean;
+  dir: string;
+  /** the view of each P */
+  views: Map<number, WasmModel>;
+}
+
 class WasmSequence implements SequenceState {
   length = 0;
   constructor(
@@ -65,8 +81,6 @@ class WasmSequence implements SequenceState {
 
 export class WasmModel implements LanguageModel {
   readonly backend = 'wasm';
-  private sequenceId = 0;
-  private disposed = false;
 
   private constructor(
     readonly config: ModelConfig,
@@ -76,7 +90,7 @@ export class WasmModel implements LanguageModel {
     private readonly embed: Matrix,
     private readonly lmHead: Matrix,
     private readonly finalNorm: Ptr,
-    private readonly aggregation: { w0: Matrix; b0: Ptr; w2: Matrix; b2: Ptr } | null,
+    private readonly aggregation: Aggregation | null,
     private readonly freqs: Ptr,
     /** where the weights start in the kernels' memory (they are contiguous) */
     private readonly weightsStart: Ptr,
@@ -86,9 +100,20 @@ export class WasmModel implements LanguageModel {
     /** [layer][stream] keys and values, each (nKV, T + maxContext, d) */
     private readonly cacheKeys: Ptr[][],
     private readonly cacheValues: Ptr[][],
-    /** bytes of weights held in the kernels' memory */
+    /** bytes of weights a forward pass of this P reads (the backbone + this aggregation layer) */
     readonly weightBytes: number,
+    private readonly shared: Shared,
   ) {}
+
+  get streamSets(): number[] {
+    return availableStreamCounts(this.config, [...this.shared.views.keys()].map((P) => ({ P })));
+  }
+
+  withStreams(P: number): WasmModel {
+    const view = this.shared.views.get(P);
+    if (view === undefined) throw unknownStreamCountError(this.shared.dir, P, this.streamSets);
+    return view;
+  }
 
   get threads(): number {
     return this.pool.threads;
@@ -104,8 +129,15 @@ export class WasmModel implements LanguageModel {
     const H = config.hiddenSize;
     const I = config.intermediateSize;
     const d = config.headDim;
-    const P = config.parscaleN;
-    const T = P > 1 ? config.parscaleNTokens : 0;
+    // Dynamic P: one view per stream count; the buffers and cache fit the largest P and T.
+    const choices: { config: ModelConfig; tensors: Map<string, RawTensor> | null }[] = [
+      { config, tensors: config.parscaleN > 1 ? tensors : null },
+      ...(config.parscaleN > 1 ? [{ config: backboneConfig(config), tensors: null }] : []),
+      ...checkpoint.streamSets.map((set) => ({ config: set.config, tensors: set.tensors })),
+    ];
+    const P = Math.max(...choices.map((choice) => choice.config.parscaleN));
+    const T = Math.max(...choices.map((choice) => (choice.config.parscaleN > 1 ? choice.config.parscaleNTokens : 0)));
+    const streamSetBytes = checkpoint.streamSets.reduce((sum, set) => sum + set.weightBytes, 0);
     const qDim = config.numHeads * d;
     const kvDim = config.numKvHeads * d;
     const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, 4096);
@@ -118,12 +150,12 @@ export class WasmModel implements LanguageModel {
     const capacity = T + maxContext;
     const activationFloats = rows * (3 * H + 2 * qDim + 2 * kvDim + 2 * I) + capacity + P * H + H + P + P * H + H + config.vocabSize;
     const cacheFloats = 2 * config.numLayers * P * config.numKvHeads * capacity * d;
-    const budget = checkpoint.weightBytes + 4 * (activationFloats + cacheFloats) + (1 << 20);
+    const budget = checkpoint.weightBytes + streamSetBytes + 4 * (activationFloats + cacheFloats) + (1 << 20);
     const limit = 4 * 2 ** 30 - (16 << 20);
     if (budget > limit) {
       const gib = (x: number) => (x / 2 ** 30).toFixed(2);
       throw new RangeError(
-        `this model needs ${gib(budget)} GiB in one WebAssembly memory (weights ${gib(checkpoint.weightBytes)} GiB + KV cache for ` +
+        `this model needs ${gib(budget)} GiB in one WebAssembly memory (weights ${gib(checkpoint.weightBytes + streamSetBytes)} GiB + KV cache for ` +
           `${maxContext} positions ${gib(4 * cacheFloats)} GiB), over the 4 GiB a wasm32 memory can address; ` +
           `use a smaller maxContext (--max-context) or the reference backend`,
       );
@@ -132,13 +164,13 @@ export class WasmModel implements LanguageModel {
     const kernels = new WasmKernels({ initialPages: Math.ceil(budget / 65536) + 16 });
     const bytes = kernels.memory.buffer;
     const weightsStart = kernels.mark();
-    const matrix = (name: string): Matrix => {
-      const tensor = tensors.get(name)!;
+    const matrix = (name: string, from = tensors): Matrix => {
+      const tensor = from.get(name)!;
       const ptr = kernels.alloc(tensor.data.byteLength);
       new Uint8Array(bytes, ptr, tensor.data.byteLength).set(tensor.data);
       return { ptr, format: FORMAT[tensor.dtype] };
     };
-    const vector = (name: string): Ptr => kernels.f32(tensorToFloat32(tensors.get(name)!)).ptr;
+    const vector = (name: string, from = tensors): Ptr => kernels.f32(tensorToFloat32(from.get(name)!)).ptr;
     const layers: WasmLayer[] = [];
     for (let i = 0; i < config.numLayers; i++) {
       const p = `model.layers.${i}`;
@@ -155,24 +187,35 @@ export class WasmModel implements LanguageModel {
         gate: matrix(`${p}.mlp.gate_proj.weight`),
         up: matrix(`${p}.mlp.up_proj.weight`),
         down: matrix(`${p}.mlp.down_proj.weight`),
-        prefixKeys: P > 1 ? tensorToFloat32(tensors.get(`${p}.self_attn.prefix_k`)!) : null,
-        prefixValues: P > 1 ? tensorToFloat32(tensors.get(`${p}.self_attn.prefix_v`)!) : null,
+        prefixKeys: null, // per stream count, below
+        prefixValues: null,
       });
     }
     const embed = matrix('model.embed_tokens.weight');
     const lmHead = config.tieWordEmbeddings ? embed : matrix('lm_head.weight');
-    let aggregation = null;
-    if (P > 1) {
-      let w0 = matrix('model.aggregate_layer.0.weight');
-      let w2 = matrix('model.aggregate_layer.2.weight');
+    const backboneBytes = kernels.mark() - weightsStart;
+    const aggregationOf = (from: Map<string, RawTensor>): Aggregation => {
+      let w0 = matrix('model.aggregate_layer.0.weight', from);
+      let w2 = matrix('model.aggregate_layer.2.weight', from);
       // the kernel takes both aggregation matrices in one format; mixed files get f32 copies
       if (w0.format !== w2.format) {
-        w0 = { ptr: vector('model.aggregate_layer.0.weight'), format: 'f32' };
-        w2 = { ptr: vector('model.aggregate_layer.2.weight'), format: 'f32' };
+        w0 = { ptr: vector('model.aggregate_layer.0.weight', from), format: 'f32' };
+        w2 = { ptr: vector('model.aggregate_layer.2.weight', from), format: 'f32' };
       }
-      aggregation = { w0, b0: vector('model.aggregate_layer.0.bias'), w2, b2: vector('model.aggregate_layer.2.bias') };
-    }
-    const weightBytes = kernels.mark() - weightsStart;
+      return { w0, b0: vector('model.aggregate_layer.0.bias', from), w2, b2: vector('model.aggregate_layer.2.bias', from) };
+    };
+    // each stream count's prefixes (float32, copied into a new sequence's cache) and aggregation
+    const streams = choices.map(({ config: viewConfig, tensors: from }) => {
+      const before = kernels.mark();
+      const aggregation = from === null ? null : aggregationOf(from);
+      const prefix = (l: number, kv: 'k' | 'v') => (from === null ? null : tensorToFloat32(from.get(`model.layers.${l}.self_attn.prefix_${kv}`)!));
+      return {
+        config: viewConfig,
+        layers: layers.map((layer, l) => ({ ...layer, prefixKeys: prefix(l, 'k'), prefixValues: prefix(l, 'v') })),
+        aggregation,
+        weightBytes: backboneBytes + (kernels.mark() - before),
+      };
+    });
     const finalNorm = vector('model.norm.weight');
     const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
     const scratch = (floats: number) => kernels.f32(floats).ptr;
@@ -200,7 +243,19 @@ export class WasmModel implements LanguageModel {
       cacheValues.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
     }
     const pool = await KernelPool.create(kernels, threads);
-    return new WasmModel(config, kernels, pool, layers, embed, lmHead, finalNorm, aggregation, freqs, weightsStart, maxContext, maxChunk, buffers, cacheKeys, cacheValues, weightBytes);
+    const shared: Shared = { sequenceId: 0, disposed: false, dir: checkpoint.dir, views: new Map() };
+    for (const view of streams) {
+      const viewP = view.config.parscaleN;
+      const model = new WasmModel(
+        view.config, kernels, pool, view.layers, embed, lmHead, finalNorm, view.aggregation, freqs, weightsStart, maxContext, maxChunk, buffers,
+        cacheKeys.map((perStream) => perStream.slice(0, viewP)),
+        cacheValues.map((perStream) => perStream.slice(0, viewP)),
+        view.weightBytes,
+        shared,
+      );
+      shared.views.set(viewP, model);
+    }
+    return shared.views.get(config.parscaleN)!;
   }
 
   /**
@@ -244,19 +299,23 @@ export class WasmModel implements LanguageModel {
         }
       }
     });
-    return new WasmSequence(this, ++this.sequenceId);
+    return new WasmSequence(this, ++this.shared.sequenceId);
   }
 
+  /** Frees the memory and threads of every stream-count view of this backbone. */
   dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
+    if (this.shared.disposed) return;
+    this.shared.disposed = true;
     void this.pool.close();
   }
 
   forward(state: SequenceState, tokens: readonly number[], options: ForwardOptions = {}): ForwardResult {
     this.assertUsable();
     const sequence = state as WasmSequence;
-    if (!(sequence instanceof WasmSequence) || sequence.model !== this || sequence.id !== this.sequenceId) {
+    if (sequence instanceof WasmSequence && sequence.model !== this && sequence.model.shared === this.shared) {
+      throw new Error(`this sequence was made with P = ${sequence.model.config.parscaleN} streams; run it with that model (withStreams(${sequence.model.config.parscaleN})), not P = ${this.config.parscaleN}`);
+    }
+    if (!(sequence instanceof WasmSequence) || sequence.model !== this || sequence.id !== this.shared.sequenceId) {
       throw new Error('this sequence is no longer valid: the wasm backend holds one sequence at a time, and newSequence() was called since');
     }
     const c = this.config;
@@ -386,6 +445,6 @@ export class WasmModel implements LanguageModel {
   }
 
   private assertUsable(): void {
-    if (this.disposed) throw new Error('this model was disposed');
+    if (this.shared.disposed) throw new Error('this model was disposed');
   }
 }
