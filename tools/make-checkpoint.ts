@@ -5,13 +5,16 @@
 //
 //   npx tsx tools/make-checkpoint.ts --preset parscale-1.8b --P 4 --out /tmp/p4
 //   npx tsx tools/make-checkpoint.ts --preset qwen2.5-0.5b --out /tmp/qwen05 --dtype bf16
+//   npx tsx tools/make-checkpoint.ts --preset parscale-1.8b --hidden 1792 --intermediate 9728 --out /tmp/eq
+// Shape flags (--hidden, --intermediate, --layers, --heads, --kv-heads, --vocab, --tied,
+// --max-position, --rope-theta) override the preset's fields one by one.
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type ModelConfig, expectedTensors } from '../src/checkpoint/config.ts';
 import { type DType, float32ToBytes, writeSafetensors } from '../src/checkpoint/safetensors.ts';
 
-interface Shape {
+export interface Shape {
   hidden_size: number;
   intermediate_size: number;
   num_hidden_layers: number;
@@ -156,7 +159,47 @@ export function makeCheckpoint(options: MakeCheckpointOptions): void {
   }
 }
 
+/** The preset named `preset`, with the fields given by shape flags replaced; throws a usage message. */
+export function shapeFromFlags(preset: string, flags: Record<string, string | undefined>): Shape {
+  const base = PRESETS[preset];
+  if (base === undefined) throw new Error(`unknown --preset "${preset}" (expected one of: ${Object.keys(PRESETS).join(', ')})`);
+  const shape = { ...base };
+  const integerFlags: [string, Exclude<keyof Shape, 'tie_word_embeddings' | 'rope_theta'>][] = [
+    ['hidden', 'hidden_size'],
+    ['intermediate', 'intermediate_size'],
+    ['layers', 'num_hidden_layers'],
+    ['heads', 'num_attention_heads'],
+    ['kv-heads', 'num_key_value_heads'],
+    ['vocab', 'vocab_size'],
+    ['max-position', 'max_position_embeddings'],
+  ];
+  for (const [flag, key] of integerFlags) {
+    const text = flags[flag];
+    if (text === undefined) continue;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < 1) throw new Error(`--${flag} must be a positive integer, got "${text}"`);
+    shape[key] = value;
+  }
+  if (flags['rope-theta'] !== undefined) {
+    const value = Number(flags['rope-theta']);
+    if (!(value > 0)) throw new Error(`--rope-theta must be a positive number, got "${flags['rope-theta']}"`);
+    shape.rope_theta = value;
+  }
+  if (flags.tied !== undefined) {
+    if (flags.tied !== 'true' && flags.tied !== 'false') throw new Error(`--tied must be true or false, got "${flags.tied}"`);
+    shape.tie_word_embeddings = flags.tied === 'true';
+  }
+  const { hidden_size: H, num_attention_heads: nH, num_key_value_heads: nKV } = shape;
+  if (H % nH !== 0) throw new Error(`hidden size ${H} is not a multiple of the ${nH} attention heads`);
+  if ((H / nH) % 2 !== 0) throw new Error(`head dimension ${H} / ${nH} = ${H / nH} must be even (RoPE rotates pairs)`);
+  if (nH % nKV !== 0) throw new Error(`${nH} attention heads are not a multiple of the ${nKV} key/value heads`);
+  return shape;
+}
+
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('make-checkpoint.ts')) {
+  const usage =
+    `usage: tsx tools/make-checkpoint.ts --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--P N] [--prefix-tokens T] [--dtype bf16|f16|f32] [--seed N] [--tokenizer DIR]\n` +
+    '       shape overrides: [--hidden H] [--intermediate I] [--layers L] [--heads nH] [--kv-heads nKV] [--vocab V] [--tied true|false] [--max-position N] [--rope-theta X]';
   const { values } = parseArgs({
     options: {
       out: { type: 'string' },
@@ -169,11 +212,26 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
       'max-shard-mb': { type: 'string', default: '2000' },
       tokenizer: { type: 'string' },
       notice: { type: 'string' },
+      hidden: { type: 'string' },
+      intermediate: { type: 'string' },
+      layers: { type: 'string' },
+      heads: { type: 'string' },
+      'kv-heads': { type: 'string' },
+      vocab: { type: 'string' },
+      tied: { type: 'string' },
+      'max-position': { type: 'string' },
+      'rope-theta': { type: 'string' },
     },
   });
-  const shape = PRESETS[values.preset!];
-  if (values.out === undefined || shape === undefined || !(values.dtype! in DTYPES)) {
-    console.error(`usage: tsx tools/make-checkpoint.ts --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--P N] [--prefix-tokens T] [--dtype bf16|f16|f32] [--seed N] [--tokenizer DIR]`);
+  let shape: Shape;
+  try {
+    shape = shapeFromFlags(values.preset!, values);
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+  if (values.out === undefined || !(values.dtype! in DTYPES)) {
+    console.error(usage);
     process.exit(2);
   }
   const out = resolve(values.out);

@@ -1,0 +1,174 @@
+// The pure parts of bench/paper-cost.ts: the paper's fitted law against the losses it was fitted
+// on, the non-embedding count against the paper's own counts and against the tensor sizes in a
+// written checkpoint's safetensors headers, and the choice of the matched P = 1 shapes.
+// Nothing here measures time.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { readConfig } from '../src/checkpoint/config.ts';
+import { PRESETS, type Shape, makeCheckpoint } from '../tools/make-checkpoint.ts';
+import { FAMILY, FAMILY_P, LAW_FITS, chooseEquivalentShape, equivalentN, nonEmbeddingParameters, predictedLoss, shapeConfig } from '../bench/paper-cost-law.ts';
+import { niceTicks, planRows, plotSvg } from '../bench/paper-cost.ts';
+
+const scratch = mkdtempSync(join(tmpdir(), 'parscale-paper-cost-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+// The final losses of the 48 training runs the law was fitted on, from QwenLM/ParScale
+// parametric_fit.py lines 71-83: rows P = 1, 2, 4, 8; columns the six FAMILY sizes.
+const LOSSES = {
+  'stack-v2-python': [
+    [1.1722, 1.1496, 1.1131, 1.0817, 1.0451, 1.0213],
+    [1.1507, 1.1262, 1.094, 1.0623, 1.0244, 1.0025],
+    [1.1354, 1.1124, 1.0808, 1.049, 1.0126, 0.9906],
+    [1.1231, 1.0997, 1.0688, 1.0383, 1.0016, 0.9794],
+  ],
+  pile: [
+    [2.1113, 2.0671, 2.0027, 1.9539, 1.8876, 1.8451],
+    [2.0772, 2.0363, 1.973, 1.9266, 1.861, 1.8137],
+    [2.0544, 2.0128, 1.9509, 1.904, 1.8394, 1.7938],
+    [2.0364, 1.9933, 1.9318, 1.8856, 1.8218, 1.7772],
+  ],
+} as const;
+
+const base18 = PRESETS['parscale-1.8b'];
+const familyShape = (member: (typeof FAMILY)[number]): Shape => ({ ...base18, hidden_size: member.hidden, intermediate_size: member.intermediate });
+
+describe('the fitted parallel scaling law', () => {
+  for (const name of ['stack-v2-python', 'pile'] as const) {
+    it(`${name}: the Figure 2 constants reproduce the fitted losses with the annotated R²`, () => {
+      const fit = LAW_FITS[name];
+      const observed: number[] = [];
+      const predicted: number[] = [];
+      FAMILY_P.forEach((P, row) =>
+        FAMILY.forEach((member, column) => {
+          observed.push(LOSSES[name][row][column]);
+          predicted.push(predictedLoss(fit, member.N[row], P));
+        }),
+      );
+      const mean = observed.reduce((a, b) => a + b) / observed.length;
+      const residual = observed.reduce((sum, y, i) => sum + (y - predicted[i]) ** 2, 0);
+      const total = observed.reduce((sum, y) => sum + (y - mean) ** 2, 0);
+      const r2 = 1 - residual / total;
+      // A is in parameters here; read in the fitting code's units of 1e9 it would miss by far
+      assert.ok(Math.abs(r2 - fit.r2) < 5e-4, `R² ${r2.toFixed(5)}, annotated ${fit.r2}`);
+      const worst = Math.max(...observed.map((y, i) => Math.abs(y - predicted[i])));
+      assert.ok(worst < 0.012, `largest error ${worst}`);
+    });
+  }
+
+  it('a P-stream model and its N_eq at P = 1 have the same predicted loss; N_eq grows like k·ln P', () => {
+    const fit = LAW_FITS['stack-v2-python'];
+    const N = 1.5e9;
+    assert.equal(equivalentN(fit, N, 1), N);
+    for (const P of [2, 4, 8]) {
+      assert.ok(Math.abs(predictedLoss(fit, equivalentN(fit, N, P), 1) - predictedLoss(fit, N, P)) < 1e-12);
+    }
+    // doubling P adds the same k·ln 2 · N each time
+    const step = (P: number) => equivalentN(fit, N, 2 * P) - equivalentN(fit, N, P);
+    assert.ok(Math.abs(step(2) - fit.k * Math.LN2 * N) < 1e-3 && Math.abs(step(4) - step(2)) < 1e-3);
+    assert.ok(predictedLoss(fit, N, 8) < predictedLoss(fit, N, 2));
+  });
+});
+
+/** Element counts per tensor name, read straight from the safetensors headers in `dir`. */
+function headerTensorSizes(dir: string): Map<string, number> {
+  const sizes = new Map<string, number>();
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.safetensors'))) {
+    const bytes = readFileSync(join(dir, file));
+    const headerLength = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { shape: number[] }>;
+    for (const [name, entry] of Object.entries(header)) {
+      if (name !== '__metadata__') sizes.set(name, entry.shape.reduce((a, b) => a * b, 1));
+    }
+  }
+  return sizes;
+}
+
+describe('non-embedding parameter count', () => {
+  it('equals the paper\'s own counts for all 24 family models (parametric_fit.py lines 65-68)', () => {
+    for (const member of FAMILY) {
+      FAMILY_P.forEach((P, i) => assert.equal(nonEmbeddingParameters(shapeConfig(familyShape(member), P)), member.N[i], `${member.label} P = ${P}`));
+    }
+  });
+
+  const cases: { name: string; shape: Shape; P: number }[] = [
+    { name: 'P = 1, tied', shape: { ...PRESETS.tiny, vocab_size: 300 }, P: 1 },
+    { name: 'P = 4, untied, 6 heads / 2 KV heads, 3 layers', shape: { ...PRESETS.tiny, hidden_size: 48, num_attention_heads: 6, num_key_value_heads: 2, num_hidden_layers: 3, vocab_size: 300, tie_word_embeddings: false }, P: 4 },
+    { name: 'P = 3, sharded', shape: { ...PRESETS.tiny, intermediate_size: 80, vocab_size: 200 }, P: 3 },
+  ];
+  for (const { name, shape, P } of cases) {
+    it(`matches the tensor sizes in a written checkpoint's safetensors headers (${name})`, () => {
+      const dir = join(scratch, name.replace(/\W+/g, '-'));
+      makeCheckpoint({ out: dir, shape, P, prefixTokens: 5, attnSmooth: 0.01, dtype: 'f32', seed: 3, maxShardBytes: name.includes('sharded') ? 20_000 : 2e9 });
+      const sizes = headerTensorSizes(dir);
+      if (name.includes('sharded')) assert.ok(readdirSync(dir).filter((f) => f.endsWith('.safetensors')).length > 1, 'several shards');
+      let fromHeaders = 0;
+      for (const [tensor, size] of sizes) if (tensor !== 'model.embed_tokens.weight' && tensor !== 'lm_head.weight') fromHeaders += size;
+      assert.equal(sizes.has('lm_head.weight'), !shape.tie_word_embeddings);
+      assert.equal(nonEmbeddingParameters(readConfig(dir)), fromHeaders);
+    });
+  }
+});
+
+describe('the matched P = 1 shapes', () => {
+  it('from the 1.8B base, the N of each family member gives back its published shape', () => {
+    for (const member of FAMILY) {
+      const choice = chooseEquivalentShape(base18, member.N[0]);
+      assert.deepEqual([choice.shape.hidden_size, choice.shape.intermediate_size], [member.hidden, member.intermediate], member.label);
+      assert.equal(choice.mismatch, 0);
+    }
+  });
+
+  it('keeps layers, heads and vocabulary, steps of 128, and misses by at most half an intermediate step', () => {
+    for (let target = 0.6e9; target < 5e9; target += 0.137e9) {
+      const { shape, N, mismatch } = chooseEquivalentShape(base18, target);
+      assert.equal(N, nonEmbeddingParameters(shapeConfig(shape, 1)));
+      assert.deepEqual(
+        [shape.num_hidden_layers, shape.num_attention_heads, shape.num_key_value_heads, shape.vocab_size],
+        [base18.num_hidden_layers, base18.num_attention_heads, base18.num_key_value_heads, base18.vocab_size],
+      );
+      assert.equal(shape.hidden_size % 128, 0);
+      assert.equal(shape.intermediate_size % 128, 0);
+      assert.ok(Math.abs(mismatch * target) <= 1.5 * shape.num_hidden_layers * shape.hidden_size * 128, `target ${target}: mismatch ${mismatch}`);
+      const ratio = shape.intermediate_size / shape.hidden_size;
+      assert.ok(ratio > 4.5 && ratio < 6.5, `intermediate/hidden ${ratio}`);
+    }
+  });
+
+  it('the planned rows: each matched P = 1 model has the predicted loss of the ParScale row it stands in for', () => {
+    for (const shapes of ['paper', 'small'] as const) {
+      const rows = planRows({ shapes, base: '1.8b', fit: 'pile', ckptDir: '/nonexistent' });
+      assert.deepEqual(rows.map((r) => r.P), [1, 2, 4, 8, 1, 1, 1]);
+      for (const scaled of rows.filter((r) => r.series === 'scaled')) {
+        const parscale = rows.find((r) => r.series === 'parscale' && r.P === scaled.matchesP)!;
+        assert.ok(Math.abs(scaled.loss - parscale.loss) < 1e-3 * parscale.loss, `${shapes} P = ${parscale.P}: ${scaled.loss} vs ${parscale.loss}`);
+        assert.ok(scaled.N > parscale.N);
+      }
+    }
+  });
+});
+
+describe('the plot', () => {
+  it('round ticks that cover the range', () => {
+    assert.deepEqual(niceTicks(0.43, 0.61, 5), [0.4, 0.45, 0.5, 0.55, 0.6, 0.65]);
+    assert.deepEqual(niceTicks(1, 9, 4), [0, 2, 4, 6, 8, 10]);
+    assert.deepEqual(niceTicks(1.04, 1.084, 5), [1.04, 1.05, 1.06, 1.07, 1.08, 1.09]);
+  });
+
+  it('an SVG with a point per measured row and the unmeasured ones named', () => {
+    const rows = planRows({ shapes: 'small', base: '1.8b', fit: 'stack-v2-python', ckptDir: '/nonexistent' });
+    rows.forEach((row, i) => {
+      if (i === 6) row.notMeasured = 'too big';
+      else row.bench = { backend: 'wasm', P: row.P, threads: 2, prompt_tokens: 8, new_tokens: 8, runs: 1, prefill_tokens_per_s: 10, decode_tokens_per_s: 10 / (1 + i), decode_ms_per_token: 100, peak_rss_bytes: (1 + i) * 1e8, weight_bytes: 1e8 };
+    });
+    const svg = plotSvg(rows, { promptTokens: 8, newTokens: 8, fit: 'stack-v2-python', shapes: 'small' });
+    assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assert.ok(svg.trimEnd().endsWith('</svg>'));
+    // two panels: 4 ParScale crosses and 3 circles (base + 2 measured matched models) in each
+    assert.equal(svg.match(/<circle /g)!.length, 2 * 3 + 1); // + the legend's
+    assert.match(svg, /not measured: P=1 /);
+    assert.match(svg, /SMALL SHAPES/);
+  });
+});
