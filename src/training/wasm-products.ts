@@ -51,7 +51,7 @@ function kernels(): WasmKernels {
   return instance;
 }
 
-/** Bytes of wasm memory this thread's products use at most so far (0 before the first). */
+/** Size of this thread's wasm memory in bytes: it grows to fit the largest product so far (0 before the first). */
 export function wasmScratchBytes(): number {
   return instance === undefined ? 0 : instance.memory.buffer.byteLength;
 }
