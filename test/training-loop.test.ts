@@ -215,14 +215,17 @@ describe('parscale train arguments', () => {
     const o = parseTrainArgs(
       ['--data', 'a.txt', '--out', 'o', '--val', 'v.txt', '--init', 'i', '--P', '4', '--prefix-tokens', '8', '--freeze-backbone', '--steps', '9',
         '--batch', '3', '--context', '32', '--lr', '0.001', '--seed', '5', '--log', 'l.jsonl', '--layers', '2', '--hidden', '64', '--heads', '4',
-        '--kv-heads', '1', '--intermediate', '96', '--dtype', 'bf16', '--threads', '2'],
+        '--kv-heads', '1', '--intermediate', '96', '--dtype', 'bf16', '--threads', '2', '--kernels', 'ts'],
     );
     assert.ok(o !== 'help');
     assert.deepEqual(
       [o.data, o.out, o.val, o.init, o.P, o.prefixTokens, o.freezeBackbone, o.steps, o.batch, o.context, o.lr, o.seed, o.log],
       ['a.txt', 'o', 'v.txt', 'i', 4, 8, true, 9, 3, 32, 0.001, 5, 'l.jsonl'],
     );
-    assert.deepEqual([o.layers, o.hidden, o.heads, o.kvHeads, o.intermediate, o.dtype, o.threads], [2, 64, 4, 1, 96, 'BF16', 2]);
+    assert.deepEqual([o.layers, o.hidden, o.heads, o.kvHeads, o.intermediate, o.dtype, o.threads, o.kernels], [2, 64, 4, 1, 96, 'BF16', 2, 'ts']);
+    const defaults = parseTrainArgs(['--data', 'a.txt', '--out', 'o']);
+    assert.ok(defaults !== 'help');
+    assert.equal(defaults.kernels, 'wasm');
     assert.equal(parseTrainArgs(['--help']), 'help');
   });
 
@@ -238,5 +241,7 @@ describe('parscale train arguments', () => {
     usage(['--data', 'a', '--out', 'o', '--freeze-backbone']);
     usage(['--data', 'a', '--out', 'o', '--init', 'x', '--resume', 'y']);
     usage(['--data', 'a', '--out', 'o', 'positional']);
+    usage(['--data', 'a', '--out', 'o', '--kernels', 'gpu']);
+    usage(['--out', 'o', '--resume', 'y', '--kernels', 'ts']); // a resumed run keeps its kernels
   });
 });

@@ -4,6 +4,7 @@ import { UsageError } from '../cli/args.ts';
 import { readTrainerState } from './checkpoint.ts';
 import { trainStreamSets } from './stream-sets.ts';
 import { DEFAULT_OPTIONS, type TrainOptions, train } from './train.ts';
+import { KERNEL_CHOICES, type KernelChoice } from './wasm-products.ts';
 
 export const trainHelp = `parscale train --data FILE.txt --out DIR [options]
 
@@ -44,6 +45,8 @@ Train a Qwen2-ParScale model on a text file on the CPU; writes a Hugging Face mo
   --vocab-size N         new byte-level BPE tokenizer: 257 = bytes only (default ${DEFAULT_OPTIONS.vocabSize})
   --untied               separate lm_head (default: tied to the embedding)
   --threads N            threads computing gradients (default ${DEFAULT_OPTIONS.threads})
+  --kernels wasm|ts      matrix products in WebAssembly SIMD or in TypeScript (default
+                         ${DEFAULT_OPTIONS.kernels}); saved with the run, --resume keeps it
   --quiet                no progress on stderr
 `;
 
@@ -95,6 +98,7 @@ export function parseTrainArgs(args: string[]): TrainOptions | 'help' {
         resume: { type: 'string' },
         log: { type: 'string' },
         dtype: { type: 'string' },
+        kernels: { type: 'string' },
         'freeze-backbone': { type: 'boolean' },
         'stream-sets': { type: 'boolean' },
         untied: { type: 'boolean' },
@@ -147,6 +151,14 @@ export function parseTrainArgs(args: string[]): TrainOptions | 'help' {
     const dtype = String(v.dtype).toLowerCase();
     if (dtype !== 'f32' && dtype !== 'bf16') throw usageError(`--dtype expects f32 or bf16, got "${v.dtype}"`);
     options.dtype = dtype === 'f32' ? 'F32' : 'BF16';
+  }
+  if (v.kernels !== undefined) {
+    if (v.resume !== undefined) throw usageError('--kernels cannot change on --resume (the run keeps the kernels it was saved with)');
+    const kernels = String(v.kernels).toLowerCase();
+    if (!(KERNEL_CHOICES as readonly string[]).includes(kernels)) {
+      throw usageError(`--kernels expects ${KERNEL_CHOICES.join(' or ')}, got "${v.kernels}"`);
+    }
+    options.kernels = kernels as KernelChoice;
   }
   if (typeof v.val === 'string') options.val = v.val;
   if (typeof v.init === 'string') options.init = v.init;

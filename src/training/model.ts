@@ -4,7 +4,8 @@
 // SPEC.md) for a full causal prefill, but keeps every activation the backward needs;
 // test/training-model.test.ts checks its logits against ReferenceModel. The backward then walks
 // the same steps in reverse. Everything is generic over Float32Array (training) and Float64Array
-// (the gradient checks of test/training-gradients.test.ts).
+// (the gradient checks of test/training-gradients.test.ts). The matrix products run on the
+// TypeScript kernels or, with `kernels: 'wasm'`, on the WebAssembly ones (wasm-products.ts).
 //
 // Layouts. A batch is B sequences of n tokens. Rows of per-stream activations are (B, P, n):
 // row (b·P + p)·n + t is stream p of sequence b at position t. Rows of per-position activations
@@ -17,9 +18,6 @@ import type { ModelConfig } from '../checkpoint/config.ts';
 import { ropeFrequencies } from '../reference/kernels.ts';
 import {
   type Floats,
-  linearBackwardInput,
-  linearBackwardWeight,
-  linearForward,
   rmsnormBackward,
   rmsnormForward,
   ropeRotate,
@@ -27,6 +25,7 @@ import {
   silu,
   siluGrad,
 } from './kernels.ts';
+import { type KernelChoice, linearProducts } from './wasm-products.ts';
 import { type Gradients, type ModelParams, zerosLike } from './weights.ts';
 
 export interface Batch {
@@ -82,8 +81,22 @@ function maker<A extends Floats>(params: ModelParams<A>): Make<A> {
   return (n) => new ctor(n);
 }
 
+export interface ForwardOptions {
+  /**
+   * Which kernels compute the matrix products: 'ts' (default here; kernels.ts, the oracle) or
+   * 'wasm' (wasm-products.ts, for Float32Array weights). Everything else is the same code.
+   */
+  kernels?: KernelChoice;
+}
+
 /** The training forward pass. Returns every activation, the logits and the loss. */
-export function trainingForward<A extends Floats>(config: ModelConfig, w: ModelParams<A>, batch: Batch): Activations<A> {
+export function trainingForward<A extends Floats>(
+  config: ModelConfig,
+  w: ModelParams<A>,
+  batch: Batch,
+  options: ForwardOptions = {},
+): Activations<A> {
+  const { linearForward } = linearProducts(options.kernels);
   const make = maker(w);
   const { hiddenSize: H, intermediateSize: I, headDim: d, numHeads: nH, numKvHeads: nKV, vocabSize: V } = config;
   const qDim = nH * d;
@@ -288,7 +301,7 @@ export function trainingForward<A extends Floats>(config: ModelConfig, w: ModelP
   return { batch, layers, final: x, rstdFinal, hidden, mixed, aggPre, aggAct, aggSoftmax, aggWeights, y, logits, loss, count };
 }
 
-export interface BackwardOptions {
+export interface BackwardOptions extends ForwardOptions {
   /**
    * Stage-2 training with a frozen backbone: compute no gradient for the plain Qwen2 weights
    * (they stay zero), only for prefixes and the aggregation layer. Gradients still flow THROUGH
@@ -308,6 +321,7 @@ export function trainingBackward<A extends Floats>(
   acts: Activations<A>,
   options: BackwardOptions = {},
 ): Gradients<A> {
+  const { linearBackwardInput, linearBackwardWeight } = linearProducts(options.kernels);
   const make = maker(w);
   const g = (options.into as Gradients<A> | undefined) ?? zerosLike(w);
   const frozen = options.freezeBackbone === true;
@@ -537,11 +551,11 @@ export function lossAndGradients<A extends Floats>(
   batch: Batch,
   options: BackwardOptions = {},
 ): { loss: number; grads: Gradients<A> } {
-  const acts = trainingForward(config, w, batch);
+  const acts = trainingForward(config, w, batch, options);
   return { loss: acts.loss, grads: trainingBackward(config, w, acts, options) };
 }
 
 /** Loss only (validation, finite differences). */
-export function batchLoss<A extends Floats>(config: ModelConfig, w: ModelParams<A>, batch: Batch): number {
-  return trainingForward(config, w, batch).loss;
+export function batchLoss<A extends Floats>(config: ModelConfig, w: ModelParams<A>, batch: Batch, options: ForwardOptions = {}): number {
+  return trainingForward(config, w, batch, options).loss;
 }

@@ -19,7 +19,9 @@ const gradEntries = parameterEntries(config, grads);
 
 parentPort!.on('message', (m: StepMessage) => {
   for (const e of gradEntries) e.data.fill(0);
-  const acts = trainingForward(config, params, { inputs: m.inputs, targets: m.targets, batchSize: m.batchSize, length: m.length });
+  const batch = { inputs: m.inputs, targets: m.targets, batchSize: m.batchSize, length: m.length };
+  // with kernels 'wasm' the products run on this thread's own wasm instance (wasm-products.ts)
+  const acts = trainingForward(config, params, batch, m.options);
   trainingBackward(config, params, acts, { ...m.options, into: grads });
   parentPort!.postMessage(acts.loss);
 });

@@ -110,12 +110,15 @@ export class ParallelGradients {
             worker.off('error', onError);
             resolve(loss);
           });
-          const message: StepMessage = { ...part, options: { freezeBackbone: options.freezeBackbone, lossScale: scaleOf(part) } };
+          const message: StepMessage = {
+            ...part,
+            options: { freezeBackbone: options.freezeBackbone, lossScale: scaleOf(part), kernels: options.kernels },
+          };
           worker.postMessage(message);
         }),
     );
     const own = parts[0];
-    const acts = trainingForward(this.config, this.params, own);
+    const acts = trainingForward(this.config, this.params, own, options);
     trainingBackward(this.config, this.params, acts, { ...options, into: grads, lossScale: scaleOf(own) });
     let loss = (acts.loss * counted(own)) / total;
     const losses = await Promise.all(pending);

@@ -22,6 +22,7 @@ import { batchLoss } from './model.ts';
 import { AdamW, clipGradients, learningRate } from './optimizer.ts';
 import { ParallelGradients, shareParams } from './parallel.ts';
 import { learnBpe, tokenizerConfigJson, tokenizerJson } from './tokenizer.ts';
+import { KERNEL_CHOICES, type KernelChoice } from './wasm-products.ts';
 import { type ModelParams, Rng, addStreams, initParams, parameterEntries, zerosLike } from './weights.ts';
 
 export interface TrainOptions {
@@ -89,6 +90,12 @@ export interface TrainOptions {
   /** threads computing gradients (data parallel; 1 = only the calling thread) */
   threads: number;
   /**
+   * kernels of the matrix products: 'wasm' (WebAssembly SIMD, src/training/wasm-products.ts) or
+   * 'ts' (the TypeScript kernels). They differ by f32 rounding only; saved with the run, so a
+   * resumed run uses the kernels it started with.
+   */
+  kernels: KernelChoice;
+  /**
    * Dynamic P (src/training/stream-sets.ts): with init and freezeBackbone, train one stream set
    * per P listed here and store each next to the backbone in `out`, instead of one model of P.
    */
@@ -131,6 +138,7 @@ export const DEFAULT_OPTIONS: Omit<TrainOptions, 'data' | 'out'> = {
   tied: true,
   quiet: false,
   threads: 1,
+  kernels: 'wasm',
 };
 
 export interface StepLog {
@@ -198,8 +206,11 @@ export async function train(input: TrainOptions, hooks: TrainHooks = {}): Promis
     // continue with the saved options; only where to write, how far to go and logging may change
     resumeDir = options.resume;
     const state = readTrainerState(resumeDir);
+    const saved = state.options as unknown as TrainOptions;
     options = {
-      ...(state.options as unknown as TrainOptions),
+      ...saved,
+      // runs saved before the kernels option existed computed every product in TypeScript
+      kernels: saved.kernels ?? 'ts',
       out: input.out,
       steps: input.steps,
       log: input.log,
@@ -244,6 +255,9 @@ export async function train(input: TrainOptions, hooks: TrainHooks = {}): Promis
     tokConfig = tokenizerConfigJson(vocabulary, Math.max(2048, options.context));
     config = configFor(options, vocabulary.tokens.length);
     params = initParams(config, options.seed);
+  }
+  if (!KERNEL_CHOICES.includes(options.kernels)) {
+    throw new Error(`kernels: expected one of ${KERNEL_CHOICES.join(', ')}, got ${JSON.stringify(options.kernels)}`);
   }
   if (options.freezeBackbone && config.parscaleN === 1) {
     throw new Error('--freeze-backbone leaves nothing to train with P = 1 (no prefixes, no aggregation layer)');
@@ -321,7 +335,7 @@ export async function train(input: TrainOptions, hooks: TrainHooks = {}): Promis
     let count = 0;
     for (const batch of valBatches) {
       const n = batch.batchSize * batch.length;
-      sum += batchLoss(config, params, batch) * n;
+      sum += batchLoss(config, params, batch, { kernels: options.kernels }) * n;
       count += n;
     }
     return count === 0 ? NaN : sum / count;
@@ -337,7 +351,8 @@ export async function train(input: TrainOptions, hooks: TrainHooks = {}): Promis
     const total = entries.reduce((s, e) => s + e.data.length, 0);
     process.stderr.write(
       `training P=${config.parscaleN} L=${config.numLayers} H=${config.hiddenSize} I=${config.intermediateSize} ` +
-        `heads=${config.numHeads}/${config.numKvHeads} V=${config.vocabSize}: ${count} of ${total} parameters trainable; ` +
+        `heads=${config.numHeads}/${config.numKvHeads} V=${config.vocabSize} kernels=${options.kernels}: ` +
+        `${count} of ${total} parameters trainable; ` +
         `${trainTokens.length} training tokens, ${valTokens.length} validation tokens\n`,
     );
   }
@@ -355,6 +370,7 @@ export async function train(input: TrainOptions, hooks: TrainHooks = {}): Promis
       const microLoss = await workers.lossAndGradients(batch, grads, {
         freezeBackbone: options.freezeBackbone,
         lossScale: 1 / options.accumulate,
+        kernels: options.kernels,
       });
       loss += microLoss / options.accumulate;
     }
