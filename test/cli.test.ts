@@ -1,5 +1,7 @@
 // The real `parscale` binary, run as a user would: help, one-line errors with exit code 2,
-// generate and chat on the embedded default model, and Ctrl-C in the middle of a generation.
+// generate on the embedded default model, chat on a random-weight model with the Qwen chat
+// template (the default model is a plain text model without one), and Ctrl-C in the middle of a
+// generation.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
@@ -11,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 const repo = fileURLToPath(new URL('../', import.meta.url));
 const bin = join(repo, 'bin/parscale.js');
 const defaultModel = join(repo, 'models/default');
+const chatModel = join(repo, 'test/models/random-qwen-p4');
 
 function run(args: string[], input?: string) {
   const r = spawnSync(process.execPath, [bin, ...args], { input, encoding: 'utf8', timeout: 120_000 });
@@ -85,10 +88,14 @@ describe('parscale CLI', () => {
   });
 
   it('chat answers each line of a pipe and keeps the conversation', () => {
-    const r = run(['chat', '--model', defaultModel, '--no-progress', '-n', '4', '--stats'], 'Hi there\nAnd again\n');
+    const r = run(['chat', '--model', chatModel, '--no-progress', '-n', '4', '--stats'], 'Hi there\nAnd again\n');
     assert.equal(r.code, 0, r.stderr);
     // two answers, each with its stats line
     assert.equal(r.stderr.match(/generated \d+ tokens/g)?.length, 2, r.stderr);
+  });
+
+  it('chat with a model that has no chat template says so in one line', () => {
+    assertUsageError(['chat', '--model', defaultModel, '--no-progress', '-n', '4'], /no chat_template; this model cannot chat/);
   });
 
   it('info summarises the embedded model', () => {
