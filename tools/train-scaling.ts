@@ -2,18 +2,23 @@
 // Trains P = 1, 2, 4, 8 at two model sizes, every run on the same number of training tokens
 // (same data order, same seed), measures the final validation loss, and fits
 //     loss = E + (A / (N · (k · ln P + 1)))^α          (N = non-embedding parameters)
-// by least squares (grid over α and k, E and A^α solved linearly). Writes docs/scaling.md
-// (table + fit), docs/scaling.svg (plot) and docs/scaling-results.json.
+// by least squares (grid over α and k, E and A^α solved linearly). To tell an effect of P from
+// noise, each size's P = 1 run is repeated with other seeds (init and data order): the spread of
+// those is the yardstick. Writes docs/scaling-runs/TOKENS.json (this budget's results), then
+// docs/scaling.md (table, fit, and every budget found in docs/scaling-runs/) and docs/scaling.svg.
 //
-// Environment: SCALING_TOKENS (training tokens per run, default 49152), SCALING_OUT (folder for
-// the run outputs, default a temporary folder), THREADS (default 2).
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+// Environment: SCALING_TOKENS (training tokens per run, default 196608), SCALING_OUT (folder for
+// the run outputs, default a temporary folder), THREADS (default 2), KERNELS (wasm | ts, default
+// wasm), SCALING_SEEDS (extra P = 1 seeds per size, default 2).
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_OPTIONS, train } from '../src/training/train.ts';
 import { parameterEntries } from '../src/training/weights.ts';
 
-const tokensPerRun = Number(process.env.SCALING_TOKENS ?? 49152);
+const tokensPerRun = Number(process.env.SCALING_TOKENS ?? 196608);
+const kernels = (process.env.KERNELS ?? 'wasm') as 'wasm' | 'ts';
+const extraSeeds = Number(process.env.SCALING_SEEDS ?? 2);
 const outRoot = process.env.SCALING_OUT ?? mkdtempSync(join(tmpdir(), 'parscale-scaling-'));
 const threads = Number(process.env.THREADS ?? 2);
 const docs = process.env.SCALING_DOCS ?? 'docs';
@@ -30,6 +35,7 @@ const streams = [1, 2, 4, 8];
 interface Run {
   size: string;
   P: number;
+  seed: number;
   /** non-embedding parameters of the backbone (the N of the law; prefixes and aggregation excluded) */
   N: number;
   /** what ParScale adds: prefixes + aggregation layer */
@@ -39,47 +45,53 @@ interface Run {
   seconds: number;
 }
 
+async function runOne(size: (typeof sizes)[number], P: number, seed: number): Promise<Run> {
+  const started = performance.now();
+  const result = await train({
+    ...DEFAULT_OPTIONS,
+    ...size,
+    data: 'data/kjv-train.txt',
+    val: 'data/kjv-val.txt',
+    out: join(outRoot, `${size.name}-P${P}-seed${seed}`),
+    P,
+    prefixTokens: 8,
+    vocabSize: 257, // bytes only: keeps the embedding small next to these tiny backbones
+    context,
+    batch,
+    steps,
+    lr: 3e-3,
+    evalEvery: 0,
+    evalWindows: 64,
+    saveEvery: 0,
+    seed,
+    threads,
+    kernels,
+    quiet: true,
+  });
+  const entries = parameterEntries(result.config, result.params);
+  const count = (f: (role: string, name: string) => boolean) =>
+    entries.filter((e) => f(e.role, e.name)).reduce((s, e) => s + e.data.length, 0);
+  const N = count((role, name) => role === 'backbone' && name !== 'model.embed_tokens.weight' && name !== 'lm_head.weight');
+  const logs = result.logs;
+  const run: Run = {
+    size: size.name,
+    P,
+    seed,
+    N,
+    parscaleParams: count((role) => role !== 'backbone'),
+    valLoss: result.finalValLoss ?? NaN,
+    tokensPerS: logs.reduce((s, l) => s + l.tokens_per_s, 0) / logs.length,
+    seconds: (performance.now() - started) / 1000,
+  };
+  process.stderr.write(`${size.name} P=${P} seed ${seed}: N=${N}, val loss ${run.valLoss.toFixed(4)}, ${run.tokensPerS.toFixed(0)} tok/s, ${run.seconds.toFixed(0)} s\n`);
+  return run;
+}
+
 const runs: Run[] = [];
+const seedRuns: Run[] = []; // P = 1 with other seeds: the noise yardstick, not part of the fit
 for (const size of sizes) {
-  for (const P of streams) {
-    const started = performance.now();
-    const result = await train({
-      ...DEFAULT_OPTIONS,
-      ...size,
-      data: 'data/kjv-train.txt',
-      val: 'data/kjv-val.txt',
-      out: join(outRoot, `${size.name}-P${P}`),
-      P,
-      prefixTokens: 8,
-      vocabSize: 257, // bytes only: keeps the embedding small next to these tiny backbones
-      context,
-      batch,
-      steps,
-      lr: 3e-3,
-      evalEvery: 0,
-      evalWindows: 64,
-      saveEvery: 0,
-      seed: 7,
-      threads,
-      quiet: true,
-    });
-    const entries = parameterEntries(result.config, result.params);
-    const count = (f: (role: string, name: string) => boolean) =>
-      entries.filter((e) => f(e.role, e.name)).reduce((s, e) => s + e.data.length, 0);
-    const N = count((role, name) => role === 'backbone' && name !== 'model.embed_tokens.weight' && name !== 'lm_head.weight');
-    const logs = result.logs;
-    const run: Run = {
-      size: size.name,
-      P,
-      N,
-      parscaleParams: count((role) => role !== 'backbone'),
-      valLoss: result.finalValLoss ?? NaN,
-      tokensPerS: logs.reduce((s, l) => s + l.tokens_per_s, 0) / logs.length,
-      seconds: (performance.now() - started) / 1000,
-    };
-    runs.push(run);
-    process.stderr.write(`${size.name} P=${P}: N=${N}, val loss ${run.valLoss.toFixed(4)}, ${run.tokensPerS.toFixed(0)} tok/s, ${run.seconds.toFixed(0)} s\n`);
-  }
+  for (const P of streams) runs.push(await runOne(size, P, 7));
+  for (let i = 1; i <= extraSeeds; i++) seedRuns.push(await runOne(size, 1, 7 + i));
 }
 
 // Fit loss = E + B · x with x = (N (k ln P + 1))^(−α), B = A^α: linear in (E, B) for fixed (α, k).
@@ -153,46 +165,94 @@ sizes.forEach((size, s) => {
 parts.push(`<text x="${W - pad.r - 150}" y="${pad.t + 48}">- - fit</text>`);
 parts.push('</svg>');
 
-mkdirSync(docs, { recursive: true });
+mkdirSync(join(docs, 'scaling-runs'), { recursive: true });
 writeFileSync(join(docs, 'scaling.svg'), parts.join('\n') + '\n');
+const fitResult = { E: best.E, A, k: best.k, alpha: best.alpha, r2 };
 writeFileSync(
-  join(docs, 'scaling-results.json'),
-  JSON.stringify({ tokensPerRun, context, batch, steps, runs, fit: { E: best.E, A, k: best.k, alpha: best.alpha, r2 } }, null, 2) + '\n',
+  join(docs, 'scaling-runs', `${tokensPerRun}.json`),
+  JSON.stringify({ tokensPerRun, context, batch, steps, kernels, runs, seedRuns, fit: fitResult }, null, 2) + '\n',
 );
+
+// every budget measured so far (this one included), for the comparison table
+interface Saved { tokensPerRun: number; runs: Run[]; seedRuns?: Run[]; fit: typeof fitResult }
+const budgets: Saved[] = readdirSync(join(docs, 'scaling-runs'))
+  .filter((f) => f.endsWith('.json'))
+  .map((f) => JSON.parse(readFileSync(join(docs, 'scaling-runs', f), 'utf8')) as Saved)
+  .sort((a, b) => a.tokensPerRun - b.tokensPerRun);
+
+/** max − min of the P = 1 losses of one size (seed 7 and the extra seeds), or null without repeats */
+function seedSpread(b: Saved, size: string): number | null {
+  const losses = [...b.runs, ...(b.seedRuns ?? [])].filter((r) => r.size === size && r.P === 1).map((r) => r.valLoss);
+  return losses.length < 2 ? null : Math.max(...losses) - Math.min(...losses);
+}
+const f4 = (x: number) => x.toFixed(4);
+const signed = (x: number) => (x >= 0 ? '+' : '−') + Math.abs(x).toFixed(4);
 const table = runs
-  .map(
-    (r) =>
-      `| ${r.size} | ${r.P} | ${r.N} | ${r.parscaleParams} | ${r.valLoss.toFixed(4)} | ${predict(r.N, r.P).toFixed(4)} | ${r.tokensPerS.toFixed(0)} | ${r.seconds.toFixed(0)} |`,
-  )
+  .map((r) => `| ${r.size} | ${r.P} | ${r.N} | ${r.parscaleParams} | ${f4(r.valLoss)} | ${f4(predict(r.N, r.P))} | ${r.tokensPerS.toFixed(0)} | ${r.seconds.toFixed(0)} |`)
   .join('\n');
+const seedTable = seedRuns.map((r) => `| ${r.size} | 1 | ${r.seed} | ${f4(r.valLoss)} |`).join('\n');
+const budgetRows: string[] = [];
+for (const b of budgets) {
+  for (const size of sizes) {
+    const loss = (P: number) => b.runs.find((r) => r.size === size.name && r.P === P)?.valLoss ?? NaN;
+    const spread = seedSpread(b, size.name);
+    budgetRows.push(
+      `| ${b.tokensPerRun} | ${size.name} | ${streams.map((P) => f4(loss(P))).join(' | ')} | ${signed(loss(8) - loss(1))} | ${signed(Math.min(...streams.map(loss)) - loss(1))} | ${spread === null ? '—' : f4(spread)} |`,
+    );
+  }
+}
+const edge = best.alpha <= 0.02 + 1e-9 || best.alpha >= 2 - 1e-9 || best.k <= 1e-9 || best.k >= 3 - 1e-9;
 writeFileSync(
   join(docs, 'scaling.md'),
   `# A toy parallel scaling law on the CPU
 
-Generated by \`npm run train:scaling\` (tools/train-scaling.ts); rerun it to regenerate this page,
-\`scaling.svg\` and \`scaling-results.json\`.
+Generated by \`npm run train:scaling\` (tools/train-scaling.ts, here with
+\`SCALING_TOKENS=${tokensPerRun}\`); rerun it to regenerate this page, \`scaling.svg\` and
+\`scaling-runs/${tokensPerRun}.json\`. Each budget's results stay in \`scaling-runs/\`; the
+comparison table at the end lists every budget found there.
 
 Setup: the King James Bible (data/), byte-level vocabulary (257), context ${context}, batch ${batch},
 ${steps} AdamW updates = ${steps * context * batch} training tokens per run for every run (same seed, same
-data order), learning rate 3e-3 with warm-up and cosine decay, ${8} prefix tokens per stream,
-models from scratch. Validation loss: mean cross-entropy (nats per byte) on 64 fixed windows of
+data order), learning rate 3e-3 with warm-up and cosine decay, 8 prefix tokens per stream,
+models from scratch, ${kernels === 'wasm' ? 'WebAssembly' : 'TypeScript'} training kernels. Validation loss: mean cross-entropy (nats per byte) on 64 fixed windows of
 the held-out chapters. N counts the backbone's non-embedding parameters (as in the paper);
 the "ParScale params" column is what the P streams add (prefixes + aggregation layer).
+tokens/s and seconds were measured on a shared 2-core machine: they show the cost of P roughly,
+not precisely.
 
 | size | P | N | ParScale params | val loss | fit | tokens/s | seconds |
 | --- | --- | --- | --- | --- | --- | --- | --- |
 ${table}
 
-Fit (least squares over all ${runs.length} runs): **loss = ${best.E.toFixed(3)} + (${A.toExponential(3)} / (N · (${best.k.toFixed(3)} · ln P + 1)))^${best.alpha.toFixed(3)}**,
+The noise yardstick: the same P = 1 runs with other seeds (init and data order):
+
+| size | P | seed | val loss |
+| --- | --- | --- | --- |
+${seedTable || '| (none: SCALING_SEEDS=0) | | | |'}
+
+Fit (least squares over the ${runs.length} seed-7 runs): **loss = ${best.E.toFixed(3)} + (${A.toExponential(3)} / (N · (${best.k.toFixed(3)} · ln P + 1)))^${best.alpha.toFixed(3)}**,
 R² = ${r2.toFixed(3)}. In the paper's form, P streams act like multiplying N by k·ln P + 1 =
-${(best.k * Math.log(2) + 1).toFixed(2)}, ${(best.k * Math.log(4) + 1).toFixed(2)}, ${(best.k * Math.log(8) + 1).toFixed(2)} for P = 2, 4, 8.
+${(best.k * Math.log(2) + 1).toFixed(2)}, ${(best.k * Math.log(4) + 1).toFixed(2)}, ${(best.k * Math.log(8) + 1).toFixed(2)} for P = 2, 4, 8 (the paper fits k ≈ 0.39 on Stack-V2-Python and 0.33 on the Pile, at 42B tokens).${
+    edge ? `\n**The fit ended at the edge of its search grid (α in [0.02, 2], k in [0, 3]): these points do not determine the law's constants.**` : ''
+  }
 
 ![validation loss vs P](scaling.svg)
 
-Caveats, plainly: this is a toy. Two sizes, four values of P, one seed, ${steps * context * batch} tokens per
-run (far from convergence; the paper trains on 42B tokens), so the fitted constants carry large
-uncertainty and only the qualitative question — does loss fall with log P at fixed N and fixed
-data — is meaningful here. Four fitted constants on eight points leave little to test the form.
+## Every budget measured
+
+Validation loss by P at each token budget; "P = 8 − P = 1" and "best P − P = 1" are the
+effects of more streams (negative = more streams helped); "seed spread" is max − min over the
+P = 1 runs with different seeds, the size an effect must clearly exceed to count.
+
+| tokens per run | size | P = 1 | P = 2 | P = 4 | P = 8 | P = 8 − P = 1 | best P − P = 1 | seed spread (P = 1) |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+${budgetRows.join('\n')}
+
+Caveats, plainly: this is a toy. Two sizes, four values of P, one seed per P, at most
+${budgets[budgets.length - 1].tokensPerRun} tokens per run (far from convergence; the paper trains on 42B tokens), so
+the fitted constants carry large uncertainty and only the qualitative question — does loss fall
+with log P at fixed N and fixed data — can be asked here. Four fitted constants on eight points
+leave little to test the form.
 `,
 );
 process.stderr.write(`fit: E=${best.E.toFixed(4)} A=${A.toExponential(3)} k=${best.k.toFixed(3)} alpha=${best.alpha.toFixed(3)} R²=${r2.toFixed(3)}\n`);
