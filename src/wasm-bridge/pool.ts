@@ -10,7 +10,7 @@
 // briefly before sleeping in Atomics.wait, because a decode step runs hundreds of matmuls of a
 // fraction of a millisecond each and a futex round trip per matmul would show.
 import { Worker } from 'node:worker_threads';
-import type { KernelExports, Ptr, WasmKernels, WeightFormat } from './kernels.ts';
+import type { KernelExports, Ptr, WasmKernels, WeightFormat, WeightMatrix } from './kernels.ts';
 
 // Control block layout (Int32Array slots).
 const GENERATION = 0; // bumped by the caller for every job; workers wait on it
@@ -22,6 +22,7 @@ const CONTROL_INTS = 16;
 
 const OP_EXIT = 0;
 const OP_MATMUL: Record<WeightFormat, number> = { f32: 1, bf16: 2, f16: 3 };
+const OP_MATMUL_Q8 = 4; // one more argument: the scales
 
 /** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
 const SPIN_POLLS = 20_000;
@@ -44,12 +45,13 @@ export function outputRange(part: number, parts: number, outDim: number): [numbe
 /** Run thread `part`'s share of the job described in the control block. */
 function runShare(kernels: KernelExports, control: Int32Array, part: number, parts: number): void {
   const op = control[OP];
-  const [out, x, w, bias, rows, inDim, outDim] = control.subarray(ARGS, ARGS + 7);
+  const [out, x, w, bias, rows, inDim, outDim, scales] = control.subarray(ARGS, ARGS + 8);
   const [oStart, oEnd] = outputRange(part, parts, outDim);
   if (oStart >= oEnd) return;
   if (op === OP_MATMUL.f32) kernels.matmul_f32(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.bf16) kernels.matmul_bf16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.f16) kernels.matmul_f16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+  else if (op === OP_MATMUL_Q8) kernels.matmul_q8(out, x, w, scales, bias, rows, inDim, outDim, oStart, oEnd);
   else throw new Error(`kernel pool: unknown op ${op}`);
 }
 
@@ -150,6 +152,17 @@ export class KernelPool {
 
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
     this.matmul('f16', out, x, w, bias, rows, inDim, outDim);
+  }
+
+  /** matmul with int8 weights and per-group scales (see WasmKernels.matmul_q8), split over the threads. */
+  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    this.run(OP_MATMUL_Q8, [out, x, w, bias ?? 0, rows, inDim, outDim, scales]);
+  }
+
+  /** out = m · x (+ bias) for a matrix in any format, split over the threads. */
+  linear(m: WeightMatrix, out: Ptr, x: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    if (m.format === 'q8') this.matmul_q8(out, x, m.ptr, m.scales, bias, rows, inDim, outDim);
+    else this.matmul(m.format, out, x, m.ptr, bias, rows, inDim, outDim);
   }
 
   /** Stop the workers. The pool cannot be used afterwards; the memory and kernels stay usable. */
