@@ -19,7 +19,12 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   if (!BACKENDS.includes(backend)) {
     throw new RangeError(`unknown backend "${backend}" (expected one of: ${BACKENDS.join(', ')})`);
   }
-  const checkpoint = await loadCheckpoint(dir, options);
-  if (backend === 'reference') return ReferenceModel.fromCheckpoint(checkpoint);
-  return WasmModel.fromCheckpoint(checkpoint, options);
+  if (backend === 'reference') {
+    if (options.weights !== undefined && options.weights !== 'stored') {
+      throw new RangeError(`weights "${options.weights}" is an option of the wasm backend; the reference backend always computes with the stored weights in float32`);
+    }
+    return ReferenceModel.fromCheckpoint(await loadCheckpoint(dir, options));
+  }
+  // straight from the files into the WebAssembly memory: no second copy of the weights
+  return WasmModel.load(dir, options);
 }

@@ -7,7 +7,7 @@ import { closeSync, existsSync, readFileSync, readdirSync, statSync } from 'node
 import { join, resolve } from 'node:path';
 import { type ModelConfig, expectedTensors, readConfig } from './config.ts';
 import { CheckpointError, abortError } from './errors.ts';
-import { type DType, type TensorInfo, bytesToFloat32, openForReading, readSafetensorsHeader, readTensorRange } from './safetensors.ts';
+import { DTYPE_BYTES, type DType, type TensorInfo, bytesToFloat32, openForReading, readSafetensorsHeader, readTensorRange } from './safetensors.ts';
 
 export interface RawTensor {
   name: string;
@@ -60,22 +60,65 @@ const CHUNK_BYTES = 16 << 20;
 /** Give the event loop a turn after this many bytes, so an abort (or a progress bar) can run. */
 const YIELD_EVERY_BYTES = 64 << 20;
 
+/** A checkpoint folder whose config and headers have been read and checked, before any tensor data. */
+export interface OpenedCheckpoint {
+  /** the model folder (absolute path) */
+  dir: string;
+  config: ModelConfig;
+  /** exactly the tensors of expectedTensors(config), in that order: where each is stored */
+  tensors: Map<string, TensorInfo>;
+  /** total bytes of tensor data, as stored */
+  weightBytes: number;
+}
+
+/**
+ * Where a tensor's bytes go as they are read (readTensorsInto): straight into an array of exactly
+ * `byteLength` bytes, or to a function that receives them in pieces of whole rows (rows of the last
+ * dimension), in order. A piece is only valid during the call: its buffer is reused for the next.
+ */
+export type TensorDestination = Uint8Array | ((piece: Uint8Array, firstRow: number, rows: number) => void);
+
+/**
+ * Check the checkpoint in folder `dir` without reading tensor data: the folder, config.json, the
+ * index, every header and every tensor's name, dtype and shape. Throws the CheckpointError that
+ * loadCheckpoint would.
+ */
+export function openCheckpoint(dir: string): OpenedCheckpoint {
+  const folder = resolve(dir);
+  checkIsFolder(folder);
+  const config = readConfig(folder);
+  const tensors = locateTensors(folder, config);
+  const weightBytes = [...tensors.values()].reduce((sum, info) => sum + info.byteLength, 0);
+  return { dir: folder, config, tensors, weightBytes };
+}
+
 /**
  * Load the checkpoint in folder `dir`. Rejects with a CheckpointError (see its `code`) for any
  * problem with the folder, config.json, the index, a header or a tensor's name/shape — all
  * found before any tensor data is read — and with an 'AbortError' when `signal` fires.
  */
 export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Promise<Checkpoint> {
-  const { onProgress, signal } = options;
-  throwIfAborted(signal);
-  const folder = resolve(dir);
-  checkIsFolder(folder);
-  const config = readConfig(folder);
-  const infos = locateTensors(folder, config);
-  throwIfAborted(signal);
-  const tensors = await readTensorData([...infos.values()], onProgress, signal);
-  const weightBytes = [...infos.values()].reduce((sum, info) => sum + info.byteLength, 0);
-  return { dir: folder, config, tensors, weightBytes };
+  throwIfAborted(options.signal);
+  const opened = openCheckpoint(dir);
+  throwIfAborted(options.signal);
+  const tensors = new Map<string, RawTensor>();
+  await readTensorsInto(opened, (info) => {
+    const data = new Uint8Array(info.byteLength);
+    tensors.set(info.name, { name: info.name, dtype: info.dtype, shape: info.shape, data });
+    return data;
+  }, options);
+  return { dir: opened.dir, config: opened.config, tensors: new Map([...opened.tensors.keys()].map((name) => [name, tensors.get(name)!])), weightBytes: opened.weightBytes };
+}
+
+/**
+ * Read every tensor of an opened checkpoint once, in file and offset order (the disk streams
+ * forward), handing its bytes to `destinationFor(info)` — so a caller can place or convert each
+ * tensor as it arrives and never hold a second copy of the whole checkpoint. Progress and abort
+ * as for loadCheckpoint.
+ */
+export async function readTensorsInto(opened: OpenedCheckpoint, destinationFor: (info: TensorInfo) => TensorDestination, options: LoadOptions = {}): Promise<void> {
+  throwIfAborted(options.signal);
+  await readTensorData([...opened.tensors.values()], destinationFor, options.onProgress, options.signal);
 }
 
 /** Decode a tensor to float32 (exact for all three stored dtypes). */
@@ -249,16 +292,17 @@ function configHint(name: string, config: ModelConfig): string {
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Read every tensor's bytes; returns them in the order of `infos`. */
+/** Read every tensor's bytes into its destination, file by file in offset order. */
 async function readTensorData(
   infos: TensorInfo[],
+  destinationFor: (info: TensorInfo) => TensorDestination,
   onProgress: LoadOptions['onProgress'],
   signal: AbortSignal | undefined,
-): Promise<Map<string, RawTensor>> {
+): Promise<void> {
   const totalBytes = infos.reduce((sum, info) => sum + info.byteLength, 0);
-  const read = new Map<string, RawTensor>();
   let loadedBytes = 0;
   let sinceYield = 0;
+  let scratch = new Uint8Array(0); // pieces for function destinations, reused
   for (const [file, list] of groupByFile(infos)) {
     const fileTotalBytes = list.reduce((sum, info) => sum + info.byteLength, 0);
     let fileLoadedBytes = 0;
@@ -266,12 +310,23 @@ async function readTensorData(
     try {
       for (const info of list) {
         throwIfAborted(signal);
-        const data = new Uint8Array(info.byteLength);
+        const destination = destinationFor(info);
+        if (destination instanceof Uint8Array && destination.byteLength !== info.byteLength) {
+          throw new RangeError(`destination for tensor "${info.name}" holds ${destination.byteLength} bytes, the tensor ${info.byteLength}`);
+        }
+        // function destinations get whole rows: as many as fit in a chunk, at least one
+        const rowBytes = (info.shape.at(-1) ?? 1) * DTYPE_BYTES[info.dtype];
+        const pieceBytes = destination instanceof Uint8Array || rowBytes === 0 ? CHUNK_BYTES : Math.max(1, Math.floor(CHUNK_BYTES / rowBytes)) * rowBytes;
         let done = 0;
         // do…while: an empty tensor still gets its progress event
         do {
-          const length = Math.min(CHUNK_BYTES, info.byteLength - done);
-          readTensorRange(fd, info, data, done, length);
+          const length = Math.min(pieceBytes, info.byteLength - done);
+          if (destination instanceof Uint8Array) readTensorRange(fd, info, destination, done, length);
+          else if (length > 0) {
+            if (scratch.byteLength < length) scratch = new Uint8Array(length);
+            readTensorRange(fd, { ...info, byteOffset: info.byteOffset + done }, scratch, 0, length);
+            destination(scratch.subarray(0, length), done / rowBytes, length / rowBytes);
+          }
           done += length;
           fileLoadedBytes += length;
           loadedBytes += length;
@@ -283,13 +338,11 @@ async function readTensorData(
             throwIfAborted(signal);
           }
         } while (done < info.byteLength);
-        read.set(info.name, { name: info.name, dtype: info.dtype, shape: info.shape, data });
       }
     } finally {
       closeSync(fd);
     }
   }
-  return new Map(infos.map((info) => [info.name, read.get(info.name)!]));
 }
 
 /** Tensors grouped by file (files in name order, so shards go 1, 2, 3), each group in offset order. */

@@ -3,7 +3,11 @@
 // pool of worker threads. Read the reference first; the comments here only explain what differs.
 //
 // - Matrix weights stay in their stored width (bf16, f16 or f32) and are widened in registers, so
-//   a decode step reads every weight byte exactly once for all P streams.
+//   a decode step reads every weight byte exactly once for all P streams. With `weights: 'int8'`
+//   the large matrices are quantized at load instead (src/reference/q8.ts; which tensors: plan.ts).
+// - Loading streams: the WebAssembly memory is sized from the headers alone (plan.ts checks the
+//   budget before any weight is read), then each tensor is read straight into its place, or
+//   quantized / widened piece by piece as it arrives, so no second copy of the weights exists.
 // - Everything is allocated once, at load: weights, activations for a chunk of up to `maxChunk`
 //   prompt tokens (longer prompts run chunk by chunk), and the KV cache for `maxContext`
 //   positions. The memory never grows during inference.
@@ -11,11 +15,13 @@
 //   object stops working (it says so instead of returning wrong logits).
 import { availableParallelism } from 'node:os';
 import type { ForwardOptions, ForwardResult, LanguageModel, SequenceState } from '../backend.ts';
-import type { ModelConfig } from '../checkpoint/config.ts';
-import { type Checkpoint, type RawTensor, tensorToFloat32 } from '../checkpoint/load.ts';
-import { f16ToFloat } from '../checkpoint/safetensors.ts';
+import { type ModelConfig, expectedTensors } from '../checkpoint/config.ts';
+import { type Checkpoint, type LoadOptions, type TensorDestination, openCheckpoint, readTensorsInto } from '../checkpoint/load.ts';
+import { type DType, DTYPE_BYTES, bytesToFloat32, f16ToFloat } from '../checkpoint/safetensors.ts';
 import { ropeFrequencies } from '../reference/kernels.ts';
-import { type Ptr, type WeightFormat, WasmKernels } from './kernels.ts';
+import { q8Groups, quantizeRowsQ8 } from '../reference/q8.ts';
+import { type Ptr, type WeightFormat, type WeightMatrix, WasmKernels } from './kernels.ts';
+import { type WeightsChoice, WEIGHT_CHOICES, checkWasmMemory, placementOf } from './plan.ts';
 import { KernelPool } from './pool.ts';
 
 export interface WasmModelOptions {
@@ -25,11 +31,21 @@ export interface WasmModelOptions {
   maxContext?: number;
   /** Prompt tokens processed per pass (default 64): bounds the activation memory. */
   maxChunk?: number;
+  /**
+   * How the large matrices are kept: "stored" (default: their stored bf16/f16/f32, exact) or
+   * "int8" (quantized at load with a bf16 scale per 32 inputs: about half the memory of bf16 and
+   * fewer bytes to read per token, at a small accuracy cost; see docs/performance.md).
+   */
+  weights?: WeightsChoice;
 }
 
-interface Matrix {
-  ptr: Ptr;
-  format: WeightFormat;
+type Matrix = WeightMatrix;
+
+/** What the loader must know of a tensor before its bytes arrive. */
+interface TensorLayout {
+  name: string;
+  dtype: DType;
+  shape: number[];
 }
 
 interface WasmLayer {
@@ -53,7 +69,7 @@ interface WasmLayer {
 /** f32 multiply-adds per iteration of assembly's madd_peak (see its contract comment) */
 const MADD_PER_ITERATION = 48; // twelve f32x4 accumulators, one mul + one add each
 
-const FORMAT: Record<RawTensor['dtype'], WeightFormat> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
+const FORMAT: Record<DType, WeightFormat> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
 
 class WasmSequence implements SequenceState {
   length = 0;
@@ -76,18 +92,20 @@ export class WasmModel implements LanguageModel {
     private readonly embed: Matrix,
     private readonly lmHead: Matrix,
     private readonly finalNorm: Ptr,
-    private readonly aggregation: { w0: Matrix; b0: Ptr; w2: Matrix; b2: Ptr } | null,
+    private readonly aggregation: { w0: Matrix & { format: WeightFormat }; b0: Ptr; w2: Matrix & { format: WeightFormat }; b2: Ptr } | null,
     private readonly freqs: Ptr,
     /** where the weights start in the kernels' memory (they are contiguous) */
     private readonly weightsStart: Ptr,
     readonly maxContext: number,
     readonly maxChunk: number,
-    private readonly buffers: Record<'x' | 'xb' | 'q' | 'k' | 'v' | 'heads' | 'delta' | 'gate' | 'up' | 'scores' | 'streams' | 'y' | 'aggWeights' | 'aggScratch' | 'logits', Ptr>,
+    private readonly buffers: Record<'x' | 'xb' | 'q' | 'k' | 'v' | 'heads' | 'delta' | 'gate' | 'up' | 'scores' | 'streams' | 'y' | 'aggWeights' | 'aggScratch' | 'logits' | 'embedRow', Ptr>,
     /** [layer][stream] keys and values, each (nKV, T + maxContext, d) */
     private readonly cacheKeys: Ptr[][],
     private readonly cacheValues: Ptr[][],
     /** bytes of weights held in the kernels' memory */
     readonly weightBytes: number,
+    /** how the large matrices are kept */
+    readonly weights: WeightsChoice,
   ) {}
 
   get threads(): number {
@@ -99,8 +117,34 @@ export class WasmModel implements LanguageModel {
     return this.kernels.bytesAllocated;
   }
 
+  /**
+   * Load the checkpoint in folder `dir` straight into the WebAssembly memory: headers checked and
+   * the memory budget checked first, then every tensor read once into its place (quantized on the
+   * way with weights 'int8'). Errors as loadCheckpoint's, plus a RangeError when it cannot fit.
+   */
+  static async load(dir: string, options: WasmModelOptions & LoadOptions = {}): Promise<WasmModel> {
+    const opened = openCheckpoint(dir);
+    return WasmModel.build(opened.config, [...opened.tensors.values()], (destinationFor) => readTensorsInto(opened, destinationFor, options), options);
+  }
+
+  /** The same model from a checkpoint already in memory (loadCheckpoint). */
   static async fromCheckpoint(checkpoint: Checkpoint, options: WasmModelOptions = {}): Promise<WasmModel> {
-    const { config, tensors } = checkpoint;
+    const tensors = [...checkpoint.tensors.values()];
+    return WasmModel.build(checkpoint.config, tensors, async (destinationFor) => {
+      for (const tensor of tensors) {
+        const destination = destinationFor(tensor);
+        if (destination instanceof Uint8Array) destination.set(tensor.data);
+        else destination(tensor.data, 0, tensor.data.byteLength / ((tensor.shape.at(-1) ?? 1) * DTYPE_BYTES[tensor.dtype]));
+      }
+    }, options);
+  }
+
+  private static async build(
+    config: ModelConfig,
+    tensors: TensorLayout[],
+    fill: (destinationFor: (tensor: TensorLayout) => TensorDestination) => Promise<void>,
+    options: WasmModelOptions,
+  ): Promise<WasmModel> {
     const H = config.hiddenSize;
     const I = config.intermediateSize;
     const d = config.headDim;
@@ -108,72 +152,84 @@ export class WasmModel implements LanguageModel {
     const T = P > 1 ? config.parscaleNTokens : 0;
     const qDim = config.numHeads * d;
     const kvDim = config.numKvHeads * d;
-    const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, 4096);
-    const maxChunk = Math.max(1, Math.min(options.maxChunk ?? 64, maxContext));
     const threads = options.threads ?? availableParallelism();
-    if (!Number.isInteger(maxContext) || maxContext < 1) throw new RangeError(`maxContext must be a positive integer, got ${maxContext}`);
+    const weights = options.weights ?? 'stored';
+    if (!(WEIGHT_CHOICES as readonly string[]).includes(weights)) throw new RangeError(`weights must be one of ${WEIGHT_CHOICES.join(', ')}, got "${weights}"`);
+    const byName = new Map(tensors.map((t) => [t.name, t]));
+    const dtypeOf = (name: string) => byName.get(name)!.dtype;
 
-    // Check the whole budget before copying anything: wasm32 addresses at most 4 GiB.
+    // Check the whole budget before reading anything: wasm32 addresses at most 4 GiB.
+    const plan = checkWasmMemory(config, dtypeOf, { weights, maxContext: options.maxContext, maxChunk: options.maxChunk });
+    const { maxContext, maxChunk } = plan;
     const rows = P * maxChunk;
     const capacity = T + maxContext;
-    const activationFloats = rows * (3 * H + 2 * qDim + 2 * kvDim + 2 * I) + capacity + P * H + H + P + P * H + H + config.vocabSize;
-    const cacheFloats = 2 * config.numLayers * P * config.numKvHeads * capacity * d;
-    const budget = checkpoint.weightBytes + 4 * (activationFloats + cacheFloats) + (1 << 20);
-    const limit = 4 * 2 ** 30 - (16 << 20);
-    if (budget > limit) {
-      const gib = (x: number) => (x / 2 ** 30).toFixed(2);
-      throw new RangeError(
-        `this model needs ${gib(budget)} GiB in one WebAssembly memory (weights ${gib(checkpoint.weightBytes)} GiB + KV cache for ` +
-          `${maxContext} positions ${gib(4 * cacheFloats)} GiB), over the 4 GiB a wasm32 memory can address; ` +
-          `use a smaller maxContext (--max-context) or the reference backend`,
-      );
-    }
 
-    const kernels = new WasmKernels({ initialPages: Math.ceil(budget / 65536) + 16 });
-    const bytes = kernels.memory.buffer;
+    // Reserve every tensor's place (contiguous, in config order), then stream the data into it.
+    const kernels = new WasmKernels({ initialPages: Math.ceil(plan.totalBytes / 65536) + 16 });
+    const memory = kernels.memory.buffer;
     const weightsStart = kernels.mark();
-    const matrix = (name: string): Matrix => {
-      const tensor = tensors.get(name)!;
-      const ptr = kernels.alloc(tensor.data.byteLength);
-      new Uint8Array(bytes, ptr, tensor.data.byteLength).set(tensor.data);
-      return { ptr, format: FORMAT[tensor.dtype] };
-    };
-    const vector = (name: string): Ptr => kernels.f32(tensorToFloat32(tensors.get(name)!)).ptr;
+    const matrices = new Map<string, Matrix>();
+    const vectors = new Map<string, Ptr>();
+    const host = new Map<string, Float32Array>();
+    const destinations = new Map<string, TensorDestination>();
+    for (const [name, shape] of expectedTensors(config)) {
+      const { dtype } = byName.get(name)!;
+      const count = shape.reduce((a, b) => a * b, 1);
+      const rowLength = shape.at(-1) ?? 1;
+      const toFloat32 = (into: Float32Array): TensorDestination => (piece, firstRow) => into.set(bytesToFloat32(piece, dtype), firstRow * rowLength);
+      const placement = placementOf(name, config, dtypeOf, weights);
+      if (placement === 'q8') {
+        const [outDim, inDim] = shape;
+        const values = kernels.i8(outDim * inDim);
+        const scales = kernels.u16(outDim * q8Groups(inDim));
+        matrices.set(name, { ptr: values.ptr, format: 'q8', scales: scales.ptr });
+        destinations.set(name, (piece, firstRow, rows) => quantizeRowsQ8(values.array, scales.array, bytesToFloat32(piece, dtype), rows, inDim, firstRow, name));
+      } else if (placement === 'stored') {
+        const ptr = kernels.alloc(count * DTYPE_BYTES[dtype]);
+        matrices.set(name, { ptr, format: FORMAT[dtype], scales: 0 });
+        destinations.set(name, new Uint8Array(memory, ptr, count * DTYPE_BYTES[dtype]));
+      } else if (placement === 'f32') {
+        const buffer = kernels.f32(count);
+        vectors.set(name, buffer.ptr);
+        destinations.set(name, toFloat32(buffer.array));
+      } else {
+        const array = new Float32Array(count);
+        host.set(name, array);
+        destinations.set(name, toFloat32(array));
+      }
+    }
+    const weightBytes = kernels.mark() - weightsStart;
+    await fill((tensor) => destinations.get(tensor.name)!);
+
     const layers: WasmLayer[] = [];
     for (let i = 0; i < config.numLayers; i++) {
       const p = `model.layers.${i}`;
       layers.push({
-        inputNorm: vector(`${p}.input_layernorm.weight`),
-        q: matrix(`${p}.self_attn.q_proj.weight`),
-        qBias: vector(`${p}.self_attn.q_proj.bias`),
-        k: matrix(`${p}.self_attn.k_proj.weight`),
-        kBias: vector(`${p}.self_attn.k_proj.bias`),
-        v: matrix(`${p}.self_attn.v_proj.weight`),
-        vBias: vector(`${p}.self_attn.v_proj.bias`),
-        o: matrix(`${p}.self_attn.o_proj.weight`),
-        postAttentionNorm: vector(`${p}.post_attention_layernorm.weight`),
-        gate: matrix(`${p}.mlp.gate_proj.weight`),
-        up: matrix(`${p}.mlp.up_proj.weight`),
-        down: matrix(`${p}.mlp.down_proj.weight`),
-        prefixKeys: P > 1 ? tensorToFloat32(tensors.get(`${p}.self_attn.prefix_k`)!) : null,
-        prefixValues: P > 1 ? tensorToFloat32(tensors.get(`${p}.self_attn.prefix_v`)!) : null,
+        inputNorm: vectors.get(`${p}.input_layernorm.weight`)!,
+        q: matrices.get(`${p}.self_attn.q_proj.weight`)!,
+        qBias: vectors.get(`${p}.self_attn.q_proj.bias`)!,
+        k: matrices.get(`${p}.self_attn.k_proj.weight`)!,
+        kBias: vectors.get(`${p}.self_attn.k_proj.bias`)!,
+        v: matrices.get(`${p}.self_attn.v_proj.weight`)!,
+        vBias: vectors.get(`${p}.self_attn.v_proj.bias`)!,
+        o: matrices.get(`${p}.self_attn.o_proj.weight`)!,
+        postAttentionNorm: vectors.get(`${p}.post_attention_layernorm.weight`)!,
+        gate: matrices.get(`${p}.mlp.gate_proj.weight`)!,
+        up: matrices.get(`${p}.mlp.up_proj.weight`)!,
+        down: matrices.get(`${p}.mlp.down_proj.weight`)!,
+        prefixKeys: host.get(`${p}.self_attn.prefix_k`) ?? null,
+        prefixValues: host.get(`${p}.self_attn.prefix_v`) ?? null,
       });
     }
-    const embed = matrix('model.embed_tokens.weight');
-    const lmHead = config.tieWordEmbeddings ? embed : matrix('lm_head.weight');
+    const embed = matrices.get('model.embed_tokens.weight')!;
+    const lmHead = config.tieWordEmbeddings ? embed : matrices.get('lm_head.weight')!;
     let aggregation = null;
     if (P > 1) {
-      let w0 = matrix('model.aggregate_layer.0.weight');
-      let w2 = matrix('model.aggregate_layer.2.weight');
-      // the kernel takes both aggregation matrices in one format; mixed files get f32 copies
-      if (w0.format !== w2.format) {
-        w0 = { ptr: vector('model.aggregate_layer.0.weight'), format: 'f32' };
-        w2 = { ptr: vector('model.aggregate_layer.2.weight'), format: 'f32' };
-      }
-      aggregation = { w0, b0: vector('model.aggregate_layer.0.bias'), w2, b2: vector('model.aggregate_layer.2.bias') };
+      // placementOf keeps both in one stored format, or makes both float32 vectors
+      const asMatrix = (name: string) => (matrices.get(name) ?? { ptr: vectors.get(name)!, format: 'f32', scales: 0 }) as Matrix & { format: WeightFormat };
+      aggregation = { w0: asMatrix('model.aggregate_layer.0.weight'), b0: vectors.get('model.aggregate_layer.0.bias')!, w2: asMatrix('model.aggregate_layer.2.weight'), b2: vectors.get('model.aggregate_layer.2.bias')! };
     }
-    const weightBytes = kernels.mark() - weightsStart;
-    const finalNorm = vector('model.norm.weight');
+    const finalNorm = vectors.get('model.norm.weight')!;
     const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
     const scratch = (floats: number) => kernels.f32(floats).ptr;
     const buffers = {
@@ -192,6 +248,7 @@ export class WasmModel implements LanguageModel {
       aggWeights: scratch(P),
       aggScratch: scratch(P * H + H),
       logits: scratch(config.vocabSize),
+      embedRow: scratch(H), //           one dequantized row of an int8 embedding
     };
     const cacheKeys: Ptr[][] = [];
     const cacheValues: Ptr[][] = [];
@@ -200,7 +257,7 @@ export class WasmModel implements LanguageModel {
       cacheValues.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
     }
     const pool = await KernelPool.create(kernels, threads);
-    return new WasmModel(config, kernels, pool, layers, embed, lmHead, finalNorm, aggregation, freqs, weightsStart, maxContext, maxChunk, buffers, cacheKeys, cacheValues, weightBytes);
+    return new WasmModel(config, kernels, pool, layers, embed, lmHead, finalNorm, aggregation, freqs, weightsStart, maxContext, maxChunk, buffers, cacheKeys, cacheValues, weightBytes, weights);
   }
 
   /**
@@ -311,9 +368,9 @@ export class WasmModel implements LanguageModel {
     for (let l = 0; l < c.numLayers; l++) {
       const layer = this.layers[l];
       k.rmsnorm(b.xb, b.x, layer.inputNorm, c.rmsNormEps, rows, H);
-      pool.matmul(layer.q.format, b.q, b.xb, layer.q.ptr, layer.qBias, rows, H, qDim);
-      pool.matmul(layer.k.format, b.k, b.xb, layer.k.ptr, layer.kBias, rows, H, kvDim);
-      pool.matmul(layer.v.format, b.v, b.xb, layer.v.ptr, layer.vBias, rows, H, kvDim);
+      pool.linear(layer.q, b.q, b.xb, layer.qBias, rows, H, qDim);
+      pool.linear(layer.k, b.k, b.xb, layer.kBias, rows, H, kvDim);
+      pool.linear(layer.v, b.v, b.xb, layer.vBias, rows, H, kvDim);
       for (let p = 0; p < P; p++) {
         const keys = this.cacheKeys[l][p];
         const values = this.cacheValues[l][p];
@@ -331,13 +388,13 @@ export class WasmModel implements LanguageModel {
           k.attention(b.heads + row * qDim * 4, b.q, row * qDim, keys, values, slot + 1, capacity, c.numHeads, c.numKvHeads, d, b.scores);
         }
       }
-      pool.matmul(layer.o.format, b.delta, b.heads, layer.o.ptr, null, rows, qDim, H);
+      pool.linear(layer.o, b.delta, b.heads, null, rows, qDim, H);
       for (let i = 0; i < rows * H; i++) x[i] += delta[i];
       k.rmsnorm(b.xb, b.x, layer.postAttentionNorm, c.rmsNormEps, rows, H);
-      pool.matmul(layer.gate.format, b.gate, b.xb, layer.gate.ptr, null, rows, H, I);
-      pool.matmul(layer.up.format, b.up, b.xb, layer.up.ptr, null, rows, H, I);
+      pool.linear(layer.gate, b.gate, b.xb, null, rows, H, I);
+      pool.linear(layer.up, b.up, b.xb, null, rows, H, I);
       k.swiglu(b.gate, b.gate, b.up, rows * I);
-      pool.matmul(layer.down.format, b.delta, b.gate, layer.down.ptr, null, rows, I, H);
+      pool.linear(layer.down, b.delta, b.gate, null, rows, I, H);
       for (let i = 0; i < rows * H; i++) x[i] += delta[i];
     }
     sequence.length = start + n;
@@ -359,17 +416,21 @@ export class WasmModel implements LanguageModel {
         if (this.aggregation !== null) result.aggregationWeights!.push(this.view(b.aggWeights, P).slice());
       }
       if (options.allLogits || (lastChunk && t === n - 1)) {
-        pool.matmul(this.lmHead.format, b.logits, output, this.lmHead.ptr, null, 1, H, c.vocabSize);
+        pool.linear(this.lmHead, b.logits, output, null, 1, H, c.vocabSize);
         result.logits.push(this.view(b.logits, c.vocabSize).slice());
       }
     }
   }
 
-  /** One embedding row as float32 (the table stays in its stored width). */
+  /** One embedding row as float32 (the table stays in its stored width, or int8). */
   private embeddingRow(token: number): Float32Array {
     const H = this.config.hiddenSize;
-    const { ptr, format } = this.embed;
+    const { ptr, format, scales } = this.embed;
     if (format === 'f32') return this.view(ptr + token * H * 4, H);
+    if (format === 'q8') {
+      this.kernels.dequantize_row_q8(this.buffers.embedRow, ptr, scales, H, token);
+      return this.view(this.buffers.embedRow, H);
+    }
     const raw = new Uint16Array(this.kernels.memory.buffer, ptr + token * H * 2, H);
     const row = new Float32Array(H);
     if (format === 'bf16') {
