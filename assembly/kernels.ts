@@ -433,6 +433,59 @@ export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: u
   }
 }
 
+/**
+ * Quantize rows [rStart, rEnd) of source (rows, inDim), stored as `format` (0 f32, 1 bf16, 2 f16),
+ * into values (rows, inDim) int8 and scales (rows, ceil(inDim / 32)) bf16 — exactly quantizeRowsQ8
+ * in src/reference/q8.ts, operation for operation in f64 (so the two agree to the bit):
+ *   s = max|w| / 127 rounded up to a bf16;  q = sign(w) · floor(|w| / s + 0.5)  (0 where s = 0).
+ * A group holding NaN or ±Infinity gets the scale 0x7f80 (+Infinity) or a NaN, and its values are
+ * not meaningful: the caller checks the scales and reports the row. Rows are independent, so any
+ * split over threads gives the same bytes.
+ */
+export function quantize_q8(values: usize, scales: usize, source: usize, format: i32, rows: i32, inDim: i32, rStart: i32, rEnd: i32): void {
+  if (format == F32) quantizeAny(F32, values, scales, source, inDim, rStart, rEnd);
+  else if (format == BF16) quantizeAny(BF16, values, scales, source, inDim, rStart, rEnd);
+  else quantizeAny(F16, values, scales, source, inDim, rStart, rEnd);
+}
+
+// @ts-ignore: decorator
+@inline function quantizeAny(format: i32, values: usize, scales: usize, source: usize, inDim: i32, rStart: i32, rEnd: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const shift = weightShift(format);
+  for (let r = rStart; r < rEnd; r++) {
+    const src = source + ((<usize>r * <usize>inDim) << shift);
+    const dst = values + <usize>r * <usize>inDim;
+    const sRow = scales + ((<usize>r * <usize>groups) << 1);
+    for (let g = 0; g < groups; g++) {
+      const start = g << Q8_GROUP_SHIFT;
+      const end = min(inDim, start + Q8_GROUP);
+      let m: f32 = 0;
+      for (let i = start; i < end; i++) {
+        const a = Mathf.abs(load1(format, src + (<usize>i << shift)));
+        if (a > m) m = a;
+        else if (a != a) m = a; // NaN: propagate it to the scale
+      }
+      // the smallest bf16 ≥ m / 127 (as bf16AtLeast: via the float32 at or above the f64 quotient)
+      const v = <f64>m / 127.0;
+      let bits = reinterpret<u32>(<f32>v);
+      if (<f64>(<f32>v) < v) bits += 1;
+      let high = bits >>> 16;
+      if ((bits & 0xffff) != 0) high += 1;
+      store<u16>(sRow + (<usize>g << 1), <u16>high);
+      const scale = <f64>reinterpret<f32>(high << 16);
+      if (!isFinite(scale)) {
+        for (let i = start; i < end; i++) store<i8>(dst + <usize>i, 0);
+        continue;
+      }
+      for (let i = start; i < end; i++) {
+        const w = <f64>load1(format, src + (<usize>i << shift));
+        const q = scale == 0 ? 0 : <i32>Math.floor(Math.abs(w) / scale + 0.5);
+        store<i8>(dst + <usize>i, <i8>(w < 0 ? -q : q));
+      }
+    }
+  }
+}
+
 /** One row of an int8 matrix dequantized to f32 (the embedding lookup of a quantized tied embedding). */
 export function dequantize_row_q8(out: usize, w: usize, scales: usize, inDim: i32, row: i32): void {
   const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;

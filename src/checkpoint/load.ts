@@ -73,10 +73,26 @@ export interface OpenedCheckpoint {
 
 /**
  * Where a tensor's bytes go as they are read (readTensorsInto): straight into an array of exactly
- * `byteLength` bytes, or to a function that receives them in pieces of whole rows (rows of the last
- * dimension), in order. A piece is only valid during the call: its buffer is reused for the next.
+ * `byteLength` bytes, or, piece by piece, to a PieceDestination.
  */
-export type TensorDestination = Uint8Array | ((piece: Uint8Array, firstRow: number, rows: number) => void);
+export type TensorDestination = Uint8Array | PieceDestination;
+
+export interface PieceDestination {
+  /**
+   * Receives the tensor in order, in pieces of whole rows (rows of its last dimension) of at most
+   * pieceBytes(info) bytes. A piece is only valid during the call: its buffer is reused.
+   */
+  write(piece: Uint8Array, firstRow: number, rows: number): void;
+  /** Where to read the pieces into (at least pieceBytes(info) long); default: a buffer of the loader's. */
+  scratch?: Uint8Array;
+}
+
+/** The largest piece a PieceDestination of this tensor receives: whole rows, about 16 MB (at least one row). */
+export function pieceBytes(info: Pick<TensorInfo, 'dtype' | 'shape' | 'byteLength'>): number {
+  const rowBytes = (info.shape.at(-1) ?? 1) * DTYPE_BYTES[info.dtype];
+  if (rowBytes === 0) return 0;
+  return Math.min(info.byteLength, Math.max(1, Math.floor(CHUNK_BYTES / rowBytes)) * rowBytes);
+}
 
 /**
  * Check the checkpoint in folder `dir` without reading tensor data: the folder, config.json, the
@@ -314,18 +330,23 @@ async function readTensorData(
         if (destination instanceof Uint8Array && destination.byteLength !== info.byteLength) {
           throw new RangeError(`destination for tensor "${info.name}" holds ${destination.byteLength} bytes, the tensor ${info.byteLength}`);
         }
-        // function destinations get whole rows: as many as fit in a chunk, at least one
+        // piece destinations get whole rows: as many as fit in a chunk, at least one
         const rowBytes = (info.shape.at(-1) ?? 1) * DTYPE_BYTES[info.dtype];
-        const pieceBytes = destination instanceof Uint8Array || rowBytes === 0 ? CHUNK_BYTES : Math.max(1, Math.floor(CHUNK_BYTES / rowBytes)) * rowBytes;
+        const step = destination instanceof Uint8Array || rowBytes === 0 ? CHUNK_BYTES : pieceBytes(info);
         let done = 0;
         // do…while: an empty tensor still gets its progress event
         do {
-          const length = Math.min(pieceBytes, info.byteLength - done);
+          const length = Math.min(step, info.byteLength - done);
           if (destination instanceof Uint8Array) readTensorRange(fd, info, destination, done, length);
           else if (length > 0) {
-            if (scratch.byteLength < length) scratch = new Uint8Array(length);
-            readTensorRange(fd, { ...info, byteOffset: info.byteOffset + done }, scratch, 0, length);
-            destination(scratch.subarray(0, length), done / rowBytes, length / rowBytes);
+            let buffer = destination.scratch;
+            if (buffer === undefined) {
+              if (scratch.byteLength < length) scratch = new Uint8Array(length);
+              buffer = scratch;
+            }
+            if (buffer.byteLength < length) throw new RangeError(`scratch for tensor "${info.name}" holds ${buffer.byteLength} bytes, a piece ${length}`);
+            readTensorRange(fd, { ...info, byteOffset: info.byteOffset + done }, buffer, 0, length);
+            destination.write(buffer.subarray(0, length), done / rowBytes, length / rowBytes);
           }
           done += length;
           fileLoadedBytes += length;

@@ -14,6 +14,7 @@ import type { ForwardResult, LanguageModel } from '../backend.ts';
 import { argmax } from '../generation/sampling.ts';
 import { BACKENDS, type BackendName, loadModel } from '../load-model.ts';
 import { UsageError, idListOption, numberOption, parseCommandLine, requiredOption } from './args.ts';
+import { weightsFrom } from './common.ts';
 
 export const dumpHelp = `Usage: parscale dump --model DIR --ids 1,2,3 [--decode K] [--hidden] [--backend NAME] --out FILE.json
 
@@ -26,6 +27,7 @@ Options:
   --hidden          also write each stream's final hidden state and the aggregation weights
   --backend NAME    ${BACKENDS.join(' | ')} (default reference: the oracle)
   --threads N       threads for the wasm backend (default: all cores)
+  --weights W       wasm backend: stored (default) or int8 (matrices quantized at load)
   --out FILE        where to write the JSON ("-" for stdout)
   -h, --help        show this help`;
 
@@ -91,6 +93,7 @@ export async function dumpCommand(args: string[]): Promise<number> {
     hidden: { type: 'boolean' },
     backend: { type: 'string' },
     threads: { type: 'string' },
+    weights: { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -106,7 +109,8 @@ export async function dumpCommand(args: string[]): Promise<number> {
   if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got "${backend}"`);
 
   const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads, 1, { integer: true, min: 1 });
-  const model = await loadModel(modelDir, { backend, threads });
+  const weights = weightsFrom(values, backend);
+  const model = await loadModel(modelDir, { backend, threads, weights });
   try {
     const vocab = model.config.vocabSize;
     const bad = ids.find((id) => id >= vocab);

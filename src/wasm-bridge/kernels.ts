@@ -14,6 +14,9 @@ export type Ptr = number;
 /** How a weight matrix is stored: the kernels widen bf16 and f16 to f32 in registers. */
 export type WeightFormat = 'f32' | 'bf16' | 'f16';
 
+/** The `format` argument of quantize_q8. */
+export const SOURCE_FORMAT: Record<WeightFormat, number> = { f32: 0, bf16: 1, f16: 2 };
+
 /** A matrix's format in the kernels' memory: a stored width, or int8 with per-group scales (src/reference/q8.ts). */
 export type MatrixFormat = WeightFormat | 'q8';
 
@@ -32,6 +35,7 @@ export interface KernelExports {
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   dequantize_row_q8(out: Ptr, w: Ptr, scales: Ptr, inDim: number, row: number): void;
+  quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: number, rows: number, inDim: number, rStart: number, rEnd: number): void;
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, eps: number, rows: number, dim: number): void;
   rope(vec: Ptr, offset: number, numHeads: number, headDim: number, position: number, freqs: Ptr): void;
   softmax(x: Ptr, offset: number, n: number): void;
@@ -202,6 +206,11 @@ export class WasmKernels {
   /** Row `row` of an int8 matrix (rows, inDim), dequantized into out (inDim) f32. */
   dequantize_row_q8(out: Ptr, w: Ptr, scales: Ptr, inDim: number, row: number): void {
     this.exports.dequantize_row_q8(out, w, scales, inDim, row);
+  }
+
+  /** Quantize rows [rStart, rEnd) of source (rows, inDim) in `format` to int8 values + bf16 scales: quantizeRowsQ8 of src/reference/q8.ts. */
+  quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: WeightFormat, rows: number, inDim: number, rStart = 0, rEnd = rows): void {
+    this.exports.quantize_q8(values, scales, source, SOURCE_FORMAT[format], rows, inDim, rStart, rEnd);
   }
 
   /** out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight.  x, out (rows, dim); out may alias x. */

@@ -16,7 +16,7 @@
 import { availableParallelism } from 'node:os';
 import type { ForwardOptions, ForwardResult, LanguageModel, SequenceState } from '../backend.ts';
 import { type ModelConfig, expectedTensors } from '../checkpoint/config.ts';
-import { type Checkpoint, type LoadOptions, type TensorDestination, openCheckpoint, readTensorsInto } from '../checkpoint/load.ts';
+import { type Checkpoint, type LoadOptions, type TensorDestination, openCheckpoint, pieceBytes, readTensorsInto } from '../checkpoint/load.ts';
 import { type DType, DTYPE_BYTES, bytesToFloat32, f16ToFloat } from '../checkpoint/safetensors.ts';
 import { ropeFrequencies } from '../reference/kernels.ts';
 import { q8Groups, quantizeRowsQ8 } from '../reference/q8.ts';
@@ -133,8 +133,18 @@ export class WasmModel implements LanguageModel {
     return WasmModel.build(checkpoint.config, tensors, async (destinationFor) => {
       for (const tensor of tensors) {
         const destination = destinationFor(tensor);
-        if (destination instanceof Uint8Array) destination.set(tensor.data);
-        else destination(tensor.data, 0, tensor.data.byteLength / ((tensor.shape.at(-1) ?? 1) * DTYPE_BYTES[tensor.dtype]));
+        if (destination instanceof Uint8Array) {
+          destination.set(tensor.data);
+          continue;
+        }
+        // the same pieces of whole rows the file reader would hand over
+        const rowBytes = (tensor.shape.at(-1) ?? 1) * DTYPE_BYTES[tensor.dtype];
+        const step = pieceBytes({ ...tensor, byteLength: tensor.data.byteLength });
+        for (let done = 0; done < tensor.data.byteLength; done += step) {
+          const piece = tensor.data.subarray(done, Math.min(done + step, tensor.data.byteLength));
+          if (destination.scratch !== undefined) destination.scratch.set(piece);
+          destination.write(destination.scratch?.subarray(0, piece.byteLength) ?? piece, done / rowBytes, piece.byteLength / rowBytes);
+        }
       }
     }, options);
   }
@@ -167,97 +177,124 @@ export class WasmModel implements LanguageModel {
     // Reserve every tensor's place (contiguous, in config order), then stream the data into it.
     const kernels = new WasmKernels({ initialPages: Math.ceil(plan.totalBytes / 65536) + 16 });
     const memory = kernels.memory.buffer;
-    const weightsStart = kernels.mark();
-    const matrices = new Map<string, Matrix>();
-    const vectors = new Map<string, Ptr>();
-    const host = new Map<string, Float32Array>();
-    const destinations = new Map<string, TensorDestination>();
-    for (const [name, shape] of expectedTensors(config)) {
-      const { dtype } = byName.get(name)!;
-      const count = shape.reduce((a, b) => a * b, 1);
-      const rowLength = shape.at(-1) ?? 1;
-      const toFloat32 = (into: Float32Array): TensorDestination => (piece, firstRow) => into.set(bytesToFloat32(piece, dtype), firstRow * rowLength);
-      const placement = placementOf(name, config, dtypeOf, weights);
-      if (placement === 'q8') {
-        const [outDim, inDim] = shape;
-        const values = kernels.i8(outDim * inDim);
-        const scales = kernels.u16(outDim * q8Groups(inDim));
-        matrices.set(name, { ptr: values.ptr, format: 'q8', scales: scales.ptr });
-        destinations.set(name, (piece, firstRow, rows) => quantizeRowsQ8(values.array, scales.array, bytesToFloat32(piece, dtype), rows, inDim, firstRow, name));
-      } else if (placement === 'stored') {
-        const ptr = kernels.alloc(count * DTYPE_BYTES[dtype]);
-        matrices.set(name, { ptr, format: FORMAT[dtype], scales: 0 });
-        destinations.set(name, new Uint8Array(memory, ptr, count * DTYPE_BYTES[dtype]));
-      } else if (placement === 'f32') {
-        const buffer = kernels.f32(count);
-        vectors.set(name, buffer.ptr);
-        destinations.set(name, toFloat32(buffer.array));
-      } else {
-        const array = new Float32Array(count);
-        host.set(name, array);
-        destinations.set(name, toFloat32(array));
-      }
-    }
-    const weightBytes = kernels.mark() - weightsStart;
-    await fill((tensor) => destinations.get(tensor.name)!);
-
-    const layers: WasmLayer[] = [];
-    for (let i = 0; i < config.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      layers.push({
-        inputNorm: vectors.get(`${p}.input_layernorm.weight`)!,
-        q: matrices.get(`${p}.self_attn.q_proj.weight`)!,
-        qBias: vectors.get(`${p}.self_attn.q_proj.bias`)!,
-        k: matrices.get(`${p}.self_attn.k_proj.weight`)!,
-        kBias: vectors.get(`${p}.self_attn.k_proj.bias`)!,
-        v: matrices.get(`${p}.self_attn.v_proj.weight`)!,
-        vBias: vectors.get(`${p}.self_attn.v_proj.bias`)!,
-        o: matrices.get(`${p}.self_attn.o_proj.weight`)!,
-        postAttentionNorm: vectors.get(`${p}.post_attention_layernorm.weight`)!,
-        gate: matrices.get(`${p}.mlp.gate_proj.weight`)!,
-        up: matrices.get(`${p}.mlp.up_proj.weight`)!,
-        down: matrices.get(`${p}.mlp.down_proj.weight`)!,
-        prefixKeys: host.get(`${p}.self_attn.prefix_k`) ?? null,
-        prefixValues: host.get(`${p}.self_attn.prefix_v`) ?? null,
-      });
-    }
-    const embed = matrices.get('model.embed_tokens.weight')!;
-    const lmHead = config.tieWordEmbeddings ? embed : matrices.get('lm_head.weight')!;
-    let aggregation = null;
-    if (P > 1) {
-      // placementOf keeps both in one stored format, or makes both float32 vectors
-      const asMatrix = (name: string) => (matrices.get(name) ?? { ptr: vectors.get(name)!, format: 'f32', scales: 0 }) as Matrix & { format: WeightFormat };
-      aggregation = { w0: asMatrix('model.aggregate_layer.0.weight'), b0: vectors.get('model.aggregate_layer.0.bias')!, w2: asMatrix('model.aggregate_layer.2.weight'), b2: vectors.get('model.aggregate_layer.2.bias')! };
-    }
-    const finalNorm = vectors.get('model.norm.weight')!;
-    const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
-    const scratch = (floats: number) => kernels.f32(floats).ptr;
-    const buffers = {
-      x: scratch(rows * H), //             residual stream, (P, n, H)
-      xb: scratch(rows * H),
-      q: scratch(rows * qDim),
-      k: scratch(rows * kvDim),
-      v: scratch(rows * kvDim),
-      heads: scratch(rows * qDim),
-      delta: scratch(rows * H),
-      gate: scratch(rows * I),
-      up: scratch(rows * I),
-      scores: scratch(capacity),
-      streams: scratch(P * H), //         one position's P final hidden states
-      y: scratch(H),
-      aggWeights: scratch(P),
-      aggScratch: scratch(P * H + H),
-      logits: scratch(config.vocabSize),
-      embedRow: scratch(H), //           one dequantized row of an int8 embedding
-    };
-    const cacheKeys: Ptr[][] = [];
-    const cacheValues: Ptr[][] = [];
-    for (let l = 0; l < config.numLayers; l++) {
-      cacheKeys.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
-      cacheValues.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
-    }
+    // the threads quantize at load already
     const pool = await KernelPool.create(kernels, threads);
-    return new WasmModel(config, kernels, pool, layers, embed, lmHead, finalNorm, aggregation, freqs, weightsStart, maxContext, maxChunk, buffers, cacheKeys, cacheValues, weightBytes, weights);
+    try {
+      const weightsStart = kernels.mark();
+      const matrices = new Map<string, Matrix>();
+      const vectors = new Map<string, Ptr>();
+      const host = new Map<string, Float32Array>();
+      const destinations = new Map<string, (scratch: Uint8Array) => TensorDestination>();
+      let scratchBytes = 0; // the largest piece to quantize
+      for (const [name, shape] of expectedTensors(config)) {
+        const { dtype } = byName.get(name)!;
+        const count = shape.reduce((a, b) => a * b, 1);
+        const rowLength = shape.at(-1) ?? 1;
+        const toFloat32 = (into: Float32Array): TensorDestination => ({ write: (piece, firstRow) => into.set(bytesToFloat32(piece, dtype), firstRow * rowLength) });
+        const placement = placementOf(name, config, dtypeOf, weights);
+        if (placement === 'q8') {
+          const [outDim, inDim] = shape;
+          const groups = q8Groups(inDim);
+          const values = kernels.i8(outDim * inDim);
+          const scales = kernels.u16(outDim * groups);
+          matrices.set(name, { ptr: values.ptr, format: 'q8', scales: scales.ptr });
+          scratchBytes = Math.max(scratchBytes, pieceBytes({ dtype, shape, byteLength: count * DTYPE_BYTES[dtype] }));
+          // read each piece into a scratch area of the wasm memory and quantize it there on all threads
+          destinations.set(name, (scratch) => ({
+            scratch,
+            write: (piece, firstRow, rows) => {
+              pool.quantize_q8(values.ptr + firstRow * inDim, scales.ptr + 2 * firstRow * groups, scratch.byteOffset, FORMAT[dtype], rows, inDim);
+              // a NaN or infinite weight leaves a non-finite scale (bf16 exponent all ones): say where
+              for (let j = firstRow * groups; j < (firstRow + rows) * groups; j++) {
+                if ((scales.array[j] & 0x7f80) === 0x7f80) {
+                  const row = Math.floor(j / groups) - firstRow;
+                  const rowBytes = inDim * DTYPE_BYTES[dtype];
+                  quantizeRowsQ8(new Int8Array(inDim), new Uint16Array(groups), bytesToFloat32(piece.slice(row * rowBytes, (row + 1) * rowBytes), dtype), 1, inDim, firstRow + row, name);
+                }
+              }
+            },
+          }));
+        } else if (placement === 'stored') {
+          const ptr = kernels.alloc(count * DTYPE_BYTES[dtype]);
+          matrices.set(name, { ptr, format: FORMAT[dtype], scales: 0 });
+          destinations.set(name, () => new Uint8Array(memory, ptr, count * DTYPE_BYTES[dtype]));
+        } else if (placement === 'f32') {
+          const buffer = kernels.f32(count);
+          vectors.set(name, buffer.ptr);
+          destinations.set(name, () => toFloat32(buffer.array));
+        } else {
+          const array = new Float32Array(count);
+          host.set(name, array);
+          destinations.set(name, () => toFloat32(array));
+        }
+      }
+      const weightBytes = kernels.mark() - weightsStart;
+      // the scratch lies where the activations will go: released (and reused) once loading is done
+      const afterWeights = kernels.mark();
+      const loadScratch = new Uint8Array(memory, kernels.alloc(scratchBytes), scratchBytes);
+      await fill((tensor) => destinations.get(tensor.name)!(loadScratch));
+      kernels.release(afterWeights);
+
+      const layers: WasmLayer[] = [];
+      for (let i = 0; i < config.numLayers; i++) {
+        const p = `model.layers.${i}`;
+        layers.push({
+          inputNorm: vectors.get(`${p}.input_layernorm.weight`)!,
+          q: matrices.get(`${p}.self_attn.q_proj.weight`)!,
+          qBias: vectors.get(`${p}.self_attn.q_proj.bias`)!,
+          k: matrices.get(`${p}.self_attn.k_proj.weight`)!,
+          kBias: vectors.get(`${p}.self_attn.k_proj.bias`)!,
+          v: matrices.get(`${p}.self_attn.v_proj.weight`)!,
+          vBias: vectors.get(`${p}.self_attn.v_proj.bias`)!,
+          o: matrices.get(`${p}.self_attn.o_proj.weight`)!,
+          postAttentionNorm: vectors.get(`${p}.post_attention_layernorm.weight`)!,
+          gate: matrices.get(`${p}.mlp.gate_proj.weight`)!,
+          up: matrices.get(`${p}.mlp.up_proj.weight`)!,
+          down: matrices.get(`${p}.mlp.down_proj.weight`)!,
+          prefixKeys: host.get(`${p}.self_attn.prefix_k`) ?? null,
+          prefixValues: host.get(`${p}.self_attn.prefix_v`) ?? null,
+        });
+      }
+      const embed = matrices.get('model.embed_tokens.weight')!;
+      const lmHead = config.tieWordEmbeddings ? embed : matrices.get('lm_head.weight')!;
+      let aggregation = null;
+      if (P > 1) {
+        // placementOf keeps both in one stored format, or makes both float32 vectors
+        const asMatrix = (name: string) => (matrices.get(name) ?? { ptr: vectors.get(name)!, format: 'f32', scales: 0 }) as Matrix & { format: WeightFormat };
+        aggregation = { w0: asMatrix('model.aggregate_layer.0.weight'), b0: vectors.get('model.aggregate_layer.0.bias')!, w2: asMatrix('model.aggregate_layer.2.weight'), b2: vectors.get('model.aggregate_layer.2.bias')! };
+      }
+      const finalNorm = vectors.get('model.norm.weight')!;
+      const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
+      const scratch = (floats: number) => kernels.f32(floats).ptr;
+      const buffers = {
+        x: scratch(rows * H), //             residual stream, (P, n, H)
+        xb: scratch(rows * H),
+        q: scratch(rows * qDim),
+        k: scratch(rows * kvDim),
+        v: scratch(rows * kvDim),
+        heads: scratch(rows * qDim),
+        delta: scratch(rows * H),
+        gate: scratch(rows * I),
+        up: scratch(rows * I),
+        scores: scratch(capacity),
+        streams: scratch(P * H), //         one position's P final hidden states
+        y: scratch(H),
+        aggWeights: scratch(P),
+        aggScratch: scratch(P * H + H),
+        logits: scratch(config.vocabSize),
+        embedRow: scratch(H), //           one dequantized row of an int8 embedding
+      };
+      const cacheKeys: Ptr[][] = [];
+      const cacheValues: Ptr[][] = [];
+      for (let l = 0; l < config.numLayers; l++) {
+        cacheKeys.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
+        cacheValues.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
+      }
+      return new WasmModel(config, kernels, pool, layers, embed, lmHead, finalNorm, aggregation, freqs, weightsStart, maxContext, maxChunk, buffers, cacheKeys, cacheValues, weightBytes, weights);
+    } catch (error) {
+      await pool.close();
+      throw error;
+    }
   }
 
   /**

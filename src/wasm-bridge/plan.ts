@@ -29,6 +29,9 @@ export type Placement = 'q8' | 'stored' | 'f32' | 'host';
 /** wasm32 addresses 4 GiB; keep 16 MiB for the module's static data, the pool's control block and alignment. */
 export const WASM_MEMORY_LIMIT_BYTES = 4 * 2 ** 30 - (16 << 20);
 
+/** The most a piece of a matrix read for quantization takes (pieceBytes in src/checkpoint/load.ts: 16 MiB of whole rows). */
+const LOAD_SCRATCH_BYTES = 16 << 20;
+
 /** The positions the KV cache holds unless asked otherwise. */
 export const DEFAULT_MAX_CONTEXT = 4096;
 /** Prompt tokens per pass unless asked otherwise. */
@@ -107,9 +110,13 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
   const fixedBytes = weightBytes + 4 * fixedFloats + overhead;
   const T = config.parscaleN > 1 ? config.parscaleNTokens : 0;
   const cacheBytes = cacheFloatsPerPosition(config) * 4 * (T + maxContext);
-  const totalBytes = fixedBytes + perPositionBytes * maxContext;
+  // With int8 weights, each piece of a matrix is read into a scratch area and quantized there; the
+  // activations and the cache are allocated over it once loading is done.
+  const loadScratchBytes = weights === 'int8' ? LOAD_SCRATCH_BYTES : 0;
+  const totalBytes = weightBytes + Math.max(fixedBytes - weightBytes + perPositionBytes * maxContext, loadScratchBytes);
   const activationBytes = totalBytes - weightBytes - cacheBytes;
-  const maxContextThatFits = Math.max(0, Math.min(config.maxPositionEmbeddings, Math.floor((WASM_MEMORY_LIMIT_BYTES - fixedBytes) / perPositionBytes)));
+  const fitting = weightBytes + loadScratchBytes > WASM_MEMORY_LIMIT_BYTES ? 0 : Math.floor((WASM_MEMORY_LIMIT_BYTES - fixedBytes) / perPositionBytes);
+  const maxContextThatFits = Math.max(0, Math.min(config.maxPositionEmbeddings, fitting));
   return { weights, maxContext, maxChunk, weightBytes, cacheBytes, activationBytes, totalBytes, hostBytes, maxContextThatFits };
 }
 

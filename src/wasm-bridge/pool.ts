@@ -10,7 +10,7 @@
 // briefly before sleeping in Atomics.wait, because a decode step runs hundreds of matmuls of a
 // fraction of a millisecond each and a futex round trip per matmul would show.
 import { Worker } from 'node:worker_threads';
-import type { KernelExports, Ptr, WasmKernels, WeightFormat, WeightMatrix } from './kernels.ts';
+import { type KernelExports, type Ptr, SOURCE_FORMAT, type WasmKernels, type WeightFormat, type WeightMatrix } from './kernels.ts';
 
 // Control block layout (Int32Array slots).
 const GENERATION = 0; // bumped by the caller for every job; workers wait on it
@@ -23,6 +23,7 @@ const CONTROL_INTS = 16;
 const OP_EXIT = 0;
 const OP_MATMUL: Record<WeightFormat, number> = { f32: 1, bf16: 2, f16: 3 };
 const OP_MATMUL_Q8 = 4; // one more argument: the scales
+const OP_QUANTIZE_Q8 = 5; // split by source rows instead of output rows
 
 /** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
 const SPIN_POLLS = 20_000;
@@ -45,6 +46,12 @@ export function outputRange(part: number, parts: number, outDim: number): [numbe
 /** Run thread `part`'s share of the job described in the control block. */
 function runShare(kernels: KernelExports, control: Int32Array, part: number, parts: number): void {
   const op = control[OP];
+  if (op === OP_QUANTIZE_Q8) {
+    const [values, scales, source, format, rows, inDim] = control.subarray(ARGS, ARGS + 6);
+    const [rStart, rEnd] = outputRange(part, parts, rows);
+    if (rStart < rEnd) kernels.quantize_q8(values, scales, source, format, rows, inDim, rStart, rEnd);
+    return;
+  }
   const [out, x, w, bias, rows, inDim, outDim, scales] = control.subarray(ARGS, ARGS + 8);
   const [oStart, oEnd] = outputRange(part, parts, outDim);
   if (oStart >= oEnd) return;
@@ -163,6 +170,11 @@ export class KernelPool {
   linear(m: WeightMatrix, out: Ptr, x: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
     if (m.format === 'q8') this.matmul_q8(out, x, m.ptr, m.scales, bias, rows, inDim, outDim);
     else this.matmul(m.format, out, x, m.ptr, bias, rows, inDim, outDim);
+  }
+
+  /** quantize_q8 of every row of source (rows, inDim), the rows split over the threads (see WasmKernels.quantize_q8). */
+  quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: WeightFormat, rows: number, inDim: number): void {
+    this.run(OP_QUANTIZE_Q8, [values, scales, source, SOURCE_FORMAT[format], rows, inDim]);
   }
 
   /** Stop the workers. The pool cannot be used afterwards; the memory and kernels stay usable. */
