@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import * as oracle from '../src/reference/kernels.ts';
-import { Q8_GROUP, dequantizeQ8, matmul_q8 as oracleMatmulQ8, quantizeQ8 } from '../src/reference/q8.ts';
+import { Q8_GROUP, dequantizeQ8, matmul_q8 as oracleMatmulQ8, q8Groups, quantizeQ8 } from '../src/reference/q8.ts';
 import { WasmKernels, type WeightFormat } from '../src/wasm-bridge/kernels.ts';
 import { randomArray, rng } from './helpers/random-model.ts';
 
@@ -300,6 +300,44 @@ describe('wasm kernels against the TypeScript oracle', () => {
       const out = kernels.f32(outDim);
       kernels.matmul_q8(out.ptr, kernels.f32(new Float32Array(inDim).fill(1)).ptr, kernels.i8(values).ptr, kernels.u16(scales).ptr, null, 1, inDim, outDim);
       for (let o = 0; o < outDim; o++) assert.equal(out.array[o], (o % 255) - 127, `row ${o}, input ${o % inDim}`);
+    }));
+
+  it('quantize_q8 (the loader’s quantizer) writes exactly the bytes of quantizeRowsQ8, from f32, bf16 and f16, for any row range', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...formats), fc.integer({ min: 1, max: 9 }), fc.oneof(fc.integer({ min: 1, max: 100 }), fc.constant(896)), fc.constantFrom(1e-30, 1e-3, 1, 1e4), fc.tuple(fc.nat(), fc.nat()), fc.integer({ min: 0, max: 2 ** 31 }), (format, rows, inDim, scale, range, seed) =>
+        scoped(() => {
+          const random = rng(seed);
+          const source = randomWeights(random, format, rows * inDim, scale);
+          // the oracle quantizes the decoded float32 values
+          const expected = quantizeQ8(source.values, rows, inDim);
+          const values = kernels.i8(rows * inDim);
+          const scales = kernels.u16(rows * q8Groups(inDim));
+          values.array.fill(99);
+          const [a, b] = [range[0] % (rows + 1), range[1] % (rows + 1)];
+          const [rStart, rEnd] = [Math.min(a, b), Math.max(a, b)];
+          kernels.quantize_q8(values.ptr, scales.ptr, place(source.raw), format, rows, inDim, rStart, rEnd);
+          const g = q8Groups(inDim);
+          assert.deepEqual(values.array.slice(rStart * inDim, rEnd * inDim), expected.values.slice(rStart * inDim, rEnd * inDim), 'values');
+          assert.deepEqual(scales.array.slice(rStart * g, rEnd * g), expected.scales.slice(rStart * g, rEnd * g), 'scales');
+          assert.ok(values.array.subarray(0, rStart * inDim).every((v) => v === 99) && values.array.subarray(rEnd * inDim).every((v) => v === 99), 'wrote outside its rows');
+        }),
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('quantize_q8 marks a group holding NaN or ±Infinity with a non-finite scale (the loader reports it)', () =>
+    scoped(() => {
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        const inDim = 70;
+        const w = randomArray(rng(1), 2 * inDim, 1);
+        w[inDim + 40] = bad; // row 1, group 1
+        const values = kernels.i8(2 * inDim);
+        const scales = kernels.u16(2 * q8Groups(inDim));
+        kernels.quantize_q8(values.ptr, scales.ptr, kernels.f32(w).ptr, 'f32', 2, inDim);
+        const nonFinite = [...scales.array].map((s, j) => ((s & 0x7f80) === 0x7f80 ? j : -1)).filter((j) => j >= 0);
+        assert.deepEqual(nonFinite, [q8Groups(inDim) + 1], `${bad}`);
+      }
     }));
 
   it('dequantize_row_q8 gives the oracle’s q · s to the bit', () => {

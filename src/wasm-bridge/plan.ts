@@ -17,6 +17,7 @@
 // small share of the time, and its output — the softmax weights mixing the streams — is what
 // ParScale adds; quantization error there would be spent where the method is most sensitive.
 import { type ModelConfig, expectedTensors } from '../checkpoint/config.ts';
+import { pieceBytes } from '../checkpoint/load.ts';
 import { DTYPE_BYTES, type DType } from '../checkpoint/safetensors.ts';
 import { q8Bytes } from '../reference/q8.ts';
 
@@ -28,9 +29,6 @@ export type Placement = 'q8' | 'stored' | 'f32' | 'host';
 
 /** wasm32 addresses 4 GiB; keep 16 MiB for the module's static data, the pool's control block and alignment. */
 export const WASM_MEMORY_LIMIT_BYTES = 4 * 2 ** 30 - (16 << 20);
-
-/** The most a piece of a matrix read for quantization takes (pieceBytes in src/checkpoint/load.ts: 16 MiB of whole rows). */
-const LOAD_SCRATCH_BYTES = 16 << 20;
 
 /** The positions the KV cache holds unless asked otherwise. */
 export const DEFAULT_MAX_CONTEXT = 4096;
@@ -94,9 +92,12 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
   let weightBytes = 0;
   let hostBytes = 0;
   let buffers = 0;
+  let loadScratchBytes = 0;
   for (const [name, shape] of expectedTensors(config)) {
     const placement = placementOf(name, config, dtypeOf, weights);
     const bytes = placedBytes(placement, shape, dtypeOf(name));
+    // a matrix to quantize is read piece by piece (about 16 MB of whole rows) into a scratch area
+    if (placement === 'q8') loadScratchBytes = Math.max(loadScratchBytes, pieceBytes({ dtype: dtypeOf(name), shape, byteLength: placedBytes('stored', shape, dtypeOf(name)) }));
     if (placement === 'host') hostBytes += bytes;
     else {
       weightBytes += bytes;
@@ -110,9 +111,7 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
   const fixedBytes = weightBytes + 4 * fixedFloats + overhead;
   const T = config.parscaleN > 1 ? config.parscaleNTokens : 0;
   const cacheBytes = cacheFloatsPerPosition(config) * 4 * (T + maxContext);
-  // With int8 weights, each piece of a matrix is read into a scratch area and quantized there; the
-  // activations and the cache are allocated over it once loading is done.
-  const loadScratchBytes = weights === 'int8' ? LOAD_SCRATCH_BYTES : 0;
+  // the activations and the cache are allocated over the load scratch once loading is done
   const totalBytes = weightBytes + Math.max(fixedBytes - weightBytes + perPositionBytes * maxContext, loadScratchBytes);
   const activationBytes = totalBytes - weightBytes - cacheBytes;
   const fitting = weightBytes + loadScratchBytes > WASM_MEMORY_LIMIT_BYTES ? 0 : Math.floor((WASM_MEMORY_LIMIT_BYTES - fixedBytes) / perPositionBytes);
