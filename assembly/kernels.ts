@@ -436,11 +436,12 @@ export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: u
 /**
  * Quantize rows [rStart, rEnd) of source (rows, inDim), stored as `format` (0 f32, 1 bf16, 2 f16),
  * into values (rows, inDim) int8 and scales (rows, ceil(inDim / 32)) bf16 — exactly quantizeRowsQ8
- * in src/reference/q8.ts, operation for operation in f64 (so the two agree to the bit):
- *   s = max|w| / 127 rounded up to a bf16;  q = sign(w) · floor(|w| / s + 0.5)  (0 where s = 0).
- * A group holding NaN or ±Infinity gets the scale 0x7f80 (+Infinity) or a NaN, and its values are
- * not meaningful: the caller checks the scales and reports the row. Rows are independent, so any
- * split over threads gives the same bytes.
+ * in src/reference/q8.ts, operation for operation (so the two agree to the bit):
+ *   s = max|w| / 127 (in f64) rounded up to a bf16;  q = nearest-even(w · fl32(1 / s))  (0 where s = 0).
+ * Sixteen weights per step: widen to f32, multiply, round, convert, then narrow i32 → i16 → i8
+ * (|q| ≤ 127, so the saturating narrows never saturate). A group holding NaN or ±Infinity gets a
+ * non-finite scale (bf16 exponent all ones) and zero values: the caller checks the scales and
+ * reports the row. Rows are independent, so any split over threads gives the same bytes.
  */
 export function quantize_q8(values: usize, scales: usize, source: usize, format: i32, rows: i32, inDim: i32, rStart: i32, rEnd: i32): void {
   if (format == F32) quantizeAny(F32, values, scales, source, inDim, rStart, rEnd);
@@ -459,12 +460,12 @@ export function quantize_q8(values: usize, scales: usize, source: usize, format:
     for (let g = 0; g < groups; g++) {
       const start = g << Q8_GROUP_SHIFT;
       const end = min(inDim, start + Q8_GROUP);
-      let m: f32 = 0;
-      for (let i = start; i < end; i++) {
-        const a = Mathf.abs(load1(format, src + (<usize>i << shift)));
-        if (a > m) m = a;
-        else if (a != a) m = a; // NaN: propagate it to the scale
-      }
+      const end4 = start + ((end - start) & ~3);
+      // max |w| over the group; NaN wins (f32x4.max and the scalar test both propagate it)
+      let mv = f32x4.splat(0);
+      for (let i = start; i < end4; i += 4) mv = f32x4.max(mv, f32x4.abs(load4(format, src + (<usize>i << shift))));
+      let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+      for (let i = end4; i < end; i++) m = max(m, Mathf.abs(load1(format, src + (<usize>i << shift))));
       // the smallest bf16 ≥ m / 127 (as bf16AtLeast: via the float32 at or above the f64 quotient)
       const v = <f64>m / 127.0;
       let bits = reinterpret<u32>(<f32>v);
@@ -472,16 +473,23 @@ export function quantize_q8(values: usize, scales: usize, source: usize, format:
       let high = bits >>> 16;
       if ((bits & 0xffff) != 0) high += 1;
       store<u16>(sRow + (<usize>g << 1), <u16>high);
-      const scale = <f64>reinterpret<f32>(high << 16);
-      if (!isFinite(scale)) {
+      const scale = reinterpret<f32>(high << 16);
+      if (!isFinite(scale) || scale == 0) {
         for (let i = start; i < end; i++) store<i8>(dst + <usize>i, 0);
         continue;
       }
-      for (let i = start; i < end; i++) {
-        const w = <f64>load1(format, src + (<usize>i << shift));
-        const q = scale == 0 ? 0 : <i32>Math.floor(Math.abs(w) / scale + 0.5);
-        store<i8>(dst + <usize>i, <i8>(w < 0 ? -q : q));
+      const inverse: f32 = 1 / scale;
+      const inv = f32x4.splat(inverse);
+      let i = start;
+      for (; i + 16 <= end; i += 16) {
+        const p = src + (<usize>i << shift);
+        const q0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p), inv)));
+        const q1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p + (<usize>4 << shift)), inv)));
+        const q2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p + (<usize>8 << shift)), inv)));
+        const q3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p + (<usize>12 << shift)), inv)));
+        v128.store(dst + <usize>i, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
       }
+      for (; i < end; i++) store<i8>(dst + <usize>i, <i8>(<i32>nearest<f32>(load1(format, src + (<usize>i << shift)) * inverse)));
     }
   }
 }

@@ -6,7 +6,7 @@ import { Q8_GROUP, bf16AtLeast, bf16Value, dequantizeQ8, q8Bytes, q8Groups, quan
 import { randomArray, rng } from './helpers/random-model.ts';
 
 describe('int8 weights with per-group bf16 scales', () => {
-  it('every weight is within s/2 of q · s, |q| ≤ 127, s is the group max / 127 rounded up to a bf16', () => {
+  it('every weight is within s/2 (+ |w|·2^-23) of q · s, |q| ≤ 127, s is the group max / 127 rounded up to a bf16', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 7 }),
@@ -25,11 +25,12 @@ describe('int8 weights with per-group bf16 scales', () => {
               let max = 0;
               for (let i = g * Q8_GROUP; i < Math.min(inDim, (g + 1) * Q8_GROUP); i++) max = Math.max(max, Math.abs(w[o * inDim + i]));
               const s = bf16Value(scales[o * groups + g]);
-              assert.ok(s >= max / 127 && s <= (max / 127) * (1 + 2 ** -7), `row ${o} group ${g}: scale ${s} for max ${max}`);
+              // at most one bf16 step above: 2^-7 relative, or the subnormal spacing 2^-133 for tiny groups
+              assert.ok(s >= max / 127 && s <= (max / 127) * (1 + 2 ** -7) + 2 ** -133, `row ${o} group ${g}: scale ${s} for max ${max}`);
               for (let i = g * Q8_GROUP; i < Math.min(inDim, (g + 1) * Q8_GROUP); i++) {
                 const j = o * inDim + i;
                 assert.ok(Math.abs(values[j]) <= 127);
-                assert.ok(Math.abs(back[j] - w[j]) <= s / 2 * (1 + 1e-12), `w[${o}, ${i}] = ${w[j]} became ${back[j]} (scale ${s})`);
+                assert.ok(Math.abs(back[j] - w[j]) <= s / 2 + Math.abs(w[j]) * 2 ** -23, `w[${o}, ${i}] = ${w[j]} became ${back[j]} (scale ${s})`);
                 if (w[j] === 0) assert.equal(values[j], 0);
               }
             }

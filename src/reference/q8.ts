@@ -10,10 +10,12 @@
 //   scales (outDim, ceil(inDim / Q8_GROUP)) bf16 bits, one per group of Q8_GROUP consecutive inputs
 //          of a row (the last group of a row may be shorter)
 // with, for the group g of row o: s = max|W[o, group]| / 127 rounded UP to a bf16, and
-// q = round-half-away-from-zero(W / s). Symmetric (no zero point), so 0 stays exactly 0. Rounding
-// the scale up keeps |W / s| ≤ 127, so no value is ever clamped, and the error of every weight is at
-// most s / 2 ≤ max|W[o, group]| / 254 · (1 + 2^-8). The weight the kernels use is q · s, which is
-// exact in float32 (7 + 8 significant bits). Why 32 and bf16: see the comment on matmul_q8 in
+// q = round-to-nearest-even(W · fl(1 / s)), in float32 (fl: rounded to float32), so that the
+// kernels quantize with SIMD and still agree to the bit. Symmetric (no zero point): 0 stays 0.
+// Rounding the scale up keeps |W · fl(1/s)| ≤ 127 · (1 + 2^-24) < 127.5, so no value is ever
+// clamped, and the error of every weight is at most s/2 + |W| · 2^-23 (the second term from
+// fl(1/s)): about max|W[o, group]| / 254. The weight the kernels use is q · s, which is exact in
+// float32 (7 + 8 significant bits). Why 32 and bf16: see the comment on matmul_q8 in
 // assembly/kernels.ts.
 import { matmul } from './kernels.ts';
 
@@ -72,14 +74,17 @@ export function quantizeRowsQ8(values: Int8Array, scales: Uint16Array, w: Float3
       const scaleBits = bf16AtLeast(max / 127);
       scales[(rowOffset + r) * groups + g] = scaleBits;
       const s = bf16Value(scaleBits);
-      for (let i = start; i < end; i++) {
-        const v = w[from + i];
-        // s = 0 only when the whole group is 0
-        const q = s === 0 ? 0 : Math.floor(Math.abs(v) / s + 0.5);
-        values[to + i] = v < 0 ? -q : q;
-      }
+      // s = 0 only when the whole group is 0; float32 arithmetic, as the SIMD kernel does it
+      const inverse = s === 0 ? 0 : Math.fround(1 / s);
+      for (let i = start; i < end; i++) values[to + i] = roundHalfEven(Math.fround(w[from + i] * inverse));
     }
   }
+}
+
+/** Round to the nearest integer, ties to even (WebAssembly's f32.nearest). */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x); // ties up
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /** A whole matrix quantized: see the format above. */
