@@ -236,8 +236,8 @@ export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i3
 //   w      (outDim, inDim) int8, row-major: q[o, i] in [-127, 127]
 //   scales (outDim, ceil(inDim / Q8_GROUP)) bf16 bits: s[o, g] = max |W[o, g·G .. g·G + G)| / 127,
 //          rounded UP to a bf16, so |W / s| ≤ 127 and rounding to nearest never needs clamping
-//   the weight is q · s. q has 7 significant bits and s 8, so q · s is exact in f32: the kernel's
-//   dequantized value equals the oracle's to the bit.
+//   the weight is q · s. q has 7 significant bits and s 8, so q · s is exact in f32 (the scalar
+//   tail and the embedding lookup use it as is).
 //
 // Why G = 32 and bf16 scales. The rounding error of a weight is at most s/2 = max|W_group| / 254,
 // so a group should be small enough to follow the local magnitude (real checkpoints have outlier
@@ -246,30 +246,36 @@ export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i3
 // save 3 % of the bytes for a larger step wherever a group's max grows (≈ +15 % for Gaussian
 // rows); G = 16 would cost 6 % more bytes. A bf16 scale has f32's range (no underflow for tiny
 // groups, unlike f16) and its short mantissa costs nothing: q is computed with the stored scale,
-// so the error bound s/2 holds as stated. G is a multiple of 8, so a vector block never straddles
+// so the error bound s/2 (+ |W| · 2^-23) holds as stated. G is a multiple of 8, so a vector block never straddles
 // two groups. Any inDim works: the last group of a row may be shorter.
 //
-// The sequence of f32 operations per output is exactly matmul_f32's on the dequantized weights
-// (same lanes, same order, same tail), so matmul_q8 gives the bits matmul_f32 gives for q · s —
-// test/wasm-kernels.test.ts checks that, and the f32-summation bound against the oracle.
+// Each output is computed as Σ_g s_g · (Σ_{i in g} q_i · x_i): the int8 values are widened to f32
+// in registers (i8 → i16 by the load, → i32 → f32) and summed per group in an f32x4 accumulator,
+// and only the group's sum is multiplied by its scale and added to the output's accumulator — one
+// multiply per 32 weights instead of one per weight. Per output the operations are always these,
+// in this order, whatever tile or thread range computes it:
+//   acc = 0; per group g: gacc = 0; gacc += q·x over its 8-blocks (inputs i..i+3 then i+4..i+7),
+//   then one 4-block if the group's vector part ends there; acc += gacc · s_g;
+//   then hsum(acc), the scalar tail inputs (inDim & ~3) .. inDim − 1 as sum += (q·s)·x, the bias.
+// So splitting the outputs over threads changes no bit (test/wasm-kernels.test.ts, wasm-pool).
 
 const Q8_GROUP: i32 = 32;
 const Q8_GROUP_SHIFT: i32 = 5;
 
-/** The scale of the group holding input i, in all four lanes (bf16 << 16 is the exact f32). */
-// @ts-ignore: decorator
-@inline function q8Scale(scaleRow: usize, i: i32): v128 {
-  return i32x4.shl(v128.load16_splat(scaleRow + (<usize>(i >> Q8_GROUP_SHIFT) << 1)), 16);
-}
-
-/** One dequantized weight: q[i] · s[i / G]. */
+/** A dequantized weight for the scalar tail: q[i] · s[i / G] (exact in f32). */
 // @ts-ignore: decorator
 @inline function q8Weight(wRow: usize, scaleRow: usize, i: i32): f32 {
   const s = reinterpret<f32>(<u32>load<u16>(scaleRow + (<usize>(i >> Q8_GROUP_SHIFT) << 1)) << 16);
   return <f32>load<i8>(wRow + <usize>i) * s;
 }
 
-/** Finish one output like `finish`: lane sum, scalar tail (inputs vecEnd .. inDim − 1), bias. */
+/** The scale of group g, in all four lanes (bf16 << 16 is the exact f32). */
+// @ts-ignore: decorator
+@inline function q8Scale(scaleRow: usize, g: i32): v128 {
+  return i32x4.shl(v128.load16_splat(scaleRow + (<usize>g << 1)), 16);
+}
+
+/** Finish one output: lane sum, scalar tail (inputs vecEnd .. inDim − 1), bias. */
 // @ts-ignore: decorator
 @inline function finishQ8(acc: v128, wRow: usize, scaleRow: usize, xRow: usize, vecEnd: i32, inDim: i32, bias: usize, o: i32): f32 {
   let sum = hsum(acc);
@@ -278,83 +284,70 @@ const Q8_GROUP_SHIFT: i32 = 5;
   return sum;
 }
 
-/**
- * Eight weights of one row as two dequantized f32x4, widened in registers: the caller's
- * load8x8_s reads 8 bytes into i16x8 (sign-extending); here i16 → i32 → f32, times the scale.
- */
+/** Lanes 0..3 / 4..7 of eight int8 weights already loaded as i16x8 (v128.load8x8_s), as f32x4. */
 // @ts-ignore: decorator
-@inline function q8Load8Low(q: v128, s: v128): v128 {
-  return f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(q)), s);
+@inline function q8Low(q: v128): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(q));
 }
 // @ts-ignore: decorator
-@inline function q8Load8High(q: v128, s: v128): v128 {
-  return f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(q)), s);
+@inline function q8High(q: v128): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(q));
 }
-/** Four weights (one vector block past the last whole 8-block). */
+/** Four int8 weights at p as f32x4. */
 // @ts-ignore: decorator
-@inline function q8Load4(p: usize, s: v128): v128 {
-  return f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p)))), s);
+@inline function q8Four(p: usize): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p))));
 }
 
-/** Four output rows × two activation rows, like tile4x2: each weight block is widened once for both rows. */
+/**
+ * Two output rows (o0, o1) × two activation rows (r, r + 1): each block of weights is widened once
+ * for both activation rows. Registers: 4 output + 4 group accumulators, 4 activation vectors, 2–3
+ * weight vectors (a 4 × 2 tile would need 16 accumulators alone).
+ */
 // @ts-ignore: decorator
-@inline function tileQ8x2(out: usize, x: usize, w: usize, scales: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+@inline function tileQ8x2(out: usize, x: usize, w: usize, scales: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, r: i32): void {
   const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
   const sRowBytes = <usize>groups << 1;
   const w0 = w + <usize>o0 * <usize>inDim, s0 = scales + <usize>o0 * sRowBytes;
   const w1 = w + <usize>o1 * <usize>inDim, s1 = scales + <usize>o1 * sRowBytes;
-  const w2 = w + <usize>o2 * <usize>inDim, s2 = scales + <usize>o2 * sRowBytes;
-  const w3 = w + <usize>o3 * <usize>inDim, s3 = scales + <usize>o3 * sRowBytes;
   const x0 = x + ((<usize>r * <usize>inDim) << 2);
   const x1 = x0 + (<usize>inDim << 2);
-  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
-  let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
-  const end8 = inDim & ~7;
-  for (let i = 0; i < end8; i += 8) {
-    const xOff = <usize>i << 2;
-    const xa0 = v128.load(x0 + xOff), xb0 = v128.load(x0 + xOff, 16);
-    const xa1 = v128.load(x1 + xOff), xb1 = v128.load(x1 + xOff, 16);
-    // per row: inputs i..i+3 into the accumulator, then i+4..i+7 (matmul_f32's order)
-    let q = v128.load8x8_s(w0 + <usize>i);
-    let s = q8Scale(s0, i);
-    let lo = q8Load8Low(q, s), hi = q8Load8High(q, s);
-    a00 = f32x4.add(f32x4.add(a00, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
-    a01 = f32x4.add(f32x4.add(a01, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
-    q = v128.load8x8_s(w1 + <usize>i);
-    s = q8Scale(s1, i);
-    lo = q8Load8Low(q, s);
-    hi = q8Load8High(q, s);
-    a10 = f32x4.add(f32x4.add(a10, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
-    a11 = f32x4.add(f32x4.add(a11, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
-    q = v128.load8x8_s(w2 + <usize>i);
-    s = q8Scale(s2, i);
-    lo = q8Load8Low(q, s);
-    hi = q8Load8High(q, s);
-    a20 = f32x4.add(f32x4.add(a20, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
-    a21 = f32x4.add(f32x4.add(a21, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
-    q = v128.load8x8_s(w3 + <usize>i);
-    s = q8Scale(s3, i);
-    lo = q8Load8Low(q, s);
-    hi = q8Load8High(q, s);
-    a30 = f32x4.add(f32x4.add(a30, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
-    a31 = f32x4.add(f32x4.add(a31, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
-  }
   const vecEnd = inDim & ~3;
-  if (end8 < vecEnd) {
-    const xOff = <usize>end8 << 2;
-    const xv0 = v128.load(x0 + xOff), xv1 = v128.load(x1 + xOff);
-    let wv = q8Load4(w0 + <usize>end8, q8Scale(s0, end8));
-    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
-    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
-    wv = q8Load4(w1 + <usize>end8, q8Scale(s1, end8));
-    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
-    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
-    wv = q8Load4(w2 + <usize>end8, q8Scale(s2, end8));
-    a20 = f32x4.add(a20, f32x4.mul(wv, xv0));
-    a21 = f32x4.add(a21, f32x4.mul(wv, xv1));
-    wv = q8Load4(w3 + <usize>end8, q8Scale(s3, end8));
-    a30 = f32x4.add(a30, f32x4.mul(wv, xv0));
-    a31 = f32x4.add(a31, f32x4.mul(wv, xv1));
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  for (let g = 0; g < groups; g++) {
+    const start = g << Q8_GROUP_SHIFT;
+    const end = min(vecEnd, start + Q8_GROUP);
+    const end8 = start + ((max(end - start, 0)) & ~7);
+    let g00 = f32x4.splat(0), g01 = f32x4.splat(0), g10 = f32x4.splat(0), g11 = f32x4.splat(0);
+    for (let i = start; i < end8; i += 8) {
+      const xOff = <usize>i << 2;
+      const xa0 = v128.load(x0 + xOff), xb0 = v128.load(x0 + xOff, 16);
+      const xa1 = v128.load(x1 + xOff), xb1 = v128.load(x1 + xOff, 16);
+      let q = v128.load8x8_s(w0 + <usize>i);
+      let lo = q8Low(q), hi = q8High(q);
+      g00 = f32x4.add(f32x4.add(g00, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
+      g01 = f32x4.add(f32x4.add(g01, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
+      q = v128.load8x8_s(w1 + <usize>i);
+      lo = q8Low(q);
+      hi = q8High(q);
+      g10 = f32x4.add(f32x4.add(g10, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
+      g11 = f32x4.add(f32x4.add(g11, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
+    }
+    if (end8 < end) {
+      const xOff = <usize>end8 << 2;
+      const xv0 = v128.load(x0 + xOff), xv1 = v128.load(x1 + xOff);
+      let wv = q8Four(w0 + <usize>end8);
+      g00 = f32x4.add(g00, f32x4.mul(wv, xv0));
+      g01 = f32x4.add(g01, f32x4.mul(wv, xv1));
+      wv = q8Four(w1 + <usize>end8);
+      g10 = f32x4.add(g10, f32x4.mul(wv, xv0));
+      g11 = f32x4.add(g11, f32x4.mul(wv, xv1));
+    }
+    const sc0 = q8Scale(s0, g), sc1 = q8Scale(s1, g);
+    a00 = f32x4.add(a00, f32x4.mul(g00, sc0));
+    a01 = f32x4.add(a01, f32x4.mul(g01, sc0));
+    a10 = f32x4.add(a10, f32x4.mul(g10, sc1));
+    a11 = f32x4.add(a11, f32x4.mul(g11, sc1));
   }
   const out0 = out + ((<usize>r * <usize>outDim) << 2);
   const out1 = out0 + (<usize>outDim << 2);
@@ -362,13 +355,9 @@ const Q8_GROUP_SHIFT: i32 = 5;
   store<f32>(out1 + (<usize>o0 << 2), finishQ8(a01, w0, s0, x1, vecEnd, inDim, bias, o0));
   store<f32>(out0 + (<usize>o1 << 2), finishQ8(a10, w1, s1, x0, vecEnd, inDim, bias, o1));
   store<f32>(out1 + (<usize>o1 << 2), finishQ8(a11, w1, s1, x1, vecEnd, inDim, bias, o1));
-  store<f32>(out0 + (<usize>o2 << 2), finishQ8(a20, w2, s2, x0, vecEnd, inDim, bias, o2));
-  store<f32>(out1 + (<usize>o2 << 2), finishQ8(a21, w2, s2, x1, vecEnd, inDim, bias, o2));
-  store<f32>(out0 + (<usize>o3 << 2), finishQ8(a30, w3, s3, x0, vecEnd, inDim, bias, o3));
-  store<f32>(out1 + (<usize>o3 << 2), finishQ8(a31, w3, s3, x1, vecEnd, inDim, bias, o3));
 }
 
-/** Four output rows × one activation row. */
+/** Four output rows × one activation row (P = 1 decode, or the last row of an odd count). */
 // @ts-ignore: decorator
 @inline function tileQ8x1(out: usize, x: usize, w: usize, scales: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
   const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
@@ -378,31 +367,36 @@ const Q8_GROUP_SHIFT: i32 = 5;
   const w2 = w + <usize>o2 * <usize>inDim, s2 = scales + <usize>o2 * sRowBytes;
   const w3 = w + <usize>o3 * <usize>inDim, s3 = scales + <usize>o3 * sRowBytes;
   const x0 = x + ((<usize>r * <usize>inDim) << 2);
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-  const end8 = inDim & ~7;
-  for (let i = 0; i < end8; i += 8) {
-    const xOff = <usize>i << 2;
-    const xa = v128.load(x0 + xOff), xb = v128.load(x0 + xOff, 16);
-    let q = v128.load8x8_s(w0 + <usize>i);
-    let s = q8Scale(s0, i);
-    a0 = f32x4.add(f32x4.add(a0, f32x4.mul(q8Load8Low(q, s), xa)), f32x4.mul(q8Load8High(q, s), xb));
-    q = v128.load8x8_s(w1 + <usize>i);
-    s = q8Scale(s1, i);
-    a1 = f32x4.add(f32x4.add(a1, f32x4.mul(q8Load8Low(q, s), xa)), f32x4.mul(q8Load8High(q, s), xb));
-    q = v128.load8x8_s(w2 + <usize>i);
-    s = q8Scale(s2, i);
-    a2 = f32x4.add(f32x4.add(a2, f32x4.mul(q8Load8Low(q, s), xa)), f32x4.mul(q8Load8High(q, s), xb));
-    q = v128.load8x8_s(w3 + <usize>i);
-    s = q8Scale(s3, i);
-    a3 = f32x4.add(f32x4.add(a3, f32x4.mul(q8Load8Low(q, s), xa)), f32x4.mul(q8Load8High(q, s), xb));
-  }
   const vecEnd = inDim & ~3;
-  if (end8 < vecEnd) {
-    const xv = v128.load(x0 + (<usize>end8 << 2));
-    a0 = f32x4.add(a0, f32x4.mul(q8Load4(w0 + <usize>end8, q8Scale(s0, end8)), xv));
-    a1 = f32x4.add(a1, f32x4.mul(q8Load4(w1 + <usize>end8, q8Scale(s1, end8)), xv));
-    a2 = f32x4.add(a2, f32x4.mul(q8Load4(w2 + <usize>end8, q8Scale(s2, end8)), xv));
-    a3 = f32x4.add(a3, f32x4.mul(q8Load4(w3 + <usize>end8, q8Scale(s3, end8)), xv));
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let g = 0; g < groups; g++) {
+    const start = g << Q8_GROUP_SHIFT;
+    const end = min(vecEnd, start + Q8_GROUP);
+    const end8 = start + ((max(end - start, 0)) & ~7);
+    let g0 = f32x4.splat(0), g1 = f32x4.splat(0), g2 = f32x4.splat(0), g3 = f32x4.splat(0);
+    for (let i = start; i < end8; i += 8) {
+      const xOff = <usize>i << 2;
+      const xa = v128.load(x0 + xOff), xb = v128.load(x0 + xOff, 16);
+      let q = v128.load8x8_s(w0 + <usize>i);
+      g0 = f32x4.add(f32x4.add(g0, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+      q = v128.load8x8_s(w1 + <usize>i);
+      g1 = f32x4.add(f32x4.add(g1, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+      q = v128.load8x8_s(w2 + <usize>i);
+      g2 = f32x4.add(f32x4.add(g2, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+      q = v128.load8x8_s(w3 + <usize>i);
+      g3 = f32x4.add(f32x4.add(g3, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+    }
+    if (end8 < end) {
+      const xv = v128.load(x0 + (<usize>end8 << 2));
+      g0 = f32x4.add(g0, f32x4.mul(q8Four(w0 + <usize>end8), xv));
+      g1 = f32x4.add(g1, f32x4.mul(q8Four(w1 + <usize>end8), xv));
+      g2 = f32x4.add(g2, f32x4.mul(q8Four(w2 + <usize>end8), xv));
+      g3 = f32x4.add(g3, f32x4.mul(q8Four(w3 + <usize>end8), xv));
+    }
+    a0 = f32x4.add(a0, f32x4.mul(g0, q8Scale(s0, g)));
+    a1 = f32x4.add(a1, f32x4.mul(g1, q8Scale(s1, g)));
+    a2 = f32x4.add(a2, f32x4.mul(g2, q8Scale(s2, g)));
+    a3 = f32x4.add(a3, f32x4.mul(g3, q8Scale(s3, g)));
   }
   const out0 = out + ((<usize>r * <usize>outDim) << 2);
   store<f32>(out0 + (<usize>o0 << 2), finishQ8(a0, w0, s0, x0, vecEnd, inDim, bias, o0));
@@ -413,7 +407,7 @@ const Q8_GROUP_SHIFT: i32 = 5;
 
 /**
  * matmul_f32 with W (outDim, inDim) as int8 values and per-group bf16 scales (format above):
- *   out[r, o] = Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
+ *   out[r, o] = Σ_g s[o, g] · Σ_{i in g} q[o, i] · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
  * Blocking, chunking and the row split over threads are matmulAny's (each weight row read once
  * for all rows ≤ 8 at decode); every output is computed by the same operations whatever the range.
  */
@@ -427,7 +421,10 @@ export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: u
       const o2 = min(o + 2, last);
       const o3 = min(o + 3, last);
       let r = r0;
-      for (; r + 2 <= r1; r += 2) tileQ8x2(out, x, w, scales, bias, inDim, outDim, o, o1, o2, o3, r);
+      for (; r + 2 <= r1; r += 2) {
+        tileQ8x2(out, x, w, scales, bias, inDim, outDim, o, o1, r);
+        tileQ8x2(out, x, w, scales, bias, inDim, outDim, o2, o3, r);
+      }
       if (r < r1) tileQ8x1(out, x, w, scales, bias, inDim, outDim, o, o1, o2, o3, r);
     }
   }
