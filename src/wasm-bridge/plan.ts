@@ -148,7 +148,7 @@ function describe(plan: WasmMemoryPlan, dtypeName: string): string {
 }
 
 /**
- * The plan for `weights`, or a RangeError that says what does not fit and what would: int8 weights
+ * The plan for `weights`, or a WasmMemoryError that says what does not fit and what would: int8 weights
  * (with their numbers) when they fit and stored weights do not, else the largest maxContext.
  */
 export function checkWasmMemory(config: ModelConfig, dtypeOf: (name: string) => DType, options: WasmMemoryPlanOptions = {}): WasmMemoryPlan {
@@ -172,6 +172,12 @@ export function checkWasmMemory(config: ModelConfig, dtypeOf: (name: string) => 
   fail(`${message}, even with a cache of one position; use the reference backend (--backend reference)`);
 }
 
+/** The model (with these weights and this cache) does not fit in one WebAssembly memory. */
+export class WasmMemoryError extends RangeError {
+  override name = 'WasmMemoryError';
+  readonly code = 'WASM_MEMORY_TOO_SMALL';
+}
+
 function fail(message: string): never {
-  throw new RangeError(message);
+  throw new WasmMemoryError(message);
 }
