@@ -120,7 +120,7 @@ export class WasmModel implements LanguageModel {
   /**
    * Load the checkpoint in folder `dir` straight into the WebAssembly memory: headers checked and
    * the memory budget checked first, then every tensor read once into its place (quantized on the
-   * way with weights 'int8'). Errors as loadCheckpoint's, plus a RangeError when it cannot fit.
+   * way with weights 'int8'). Errors as loadCheckpoint's, plus a WasmMemoryError when it cannot fit.
    */
   static async load(dir: string, options: WasmModelOptions & LoadOptions = {}): Promise<WasmModel> {
     const opened = openCheckpoint(dir);
