@@ -115,12 +115,14 @@ function f16ToF32(h: u32): f32 {
  */
 // @ts-ignore: decorator
 @inline function tile4x2(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const wRowBytes = <usize>inDim << weightShift(format);
+  tile4x2Rows(format, out, x, w + <usize>o0 * wRowBytes, w + <usize>o1 * wRowBytes, w + <usize>o2 * wRowBytes, w + <usize>o3 * wRowBytes, bias, inDim, outDim, o0, o1, o2, o3, r);
+}
+
+/** tile4x2 with the four weight rows given by address (matmul_q8 passes rows it dequantized into scratch). */
+// @ts-ignore: decorator
+@inline function tile4x2Rows(format: i32, out: usize, x: usize, w0: usize, w1: usize, w2: usize, w3: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
   const shift = weightShift(format);
-  const wRowBytes = <usize>inDim << shift;
-  const w0 = w + <usize>o0 * wRowBytes;
-  const w1 = w + <usize>o1 * wRowBytes;
-  const w2 = w + <usize>o2 * wRowBytes;
-  const w3 = w + <usize>o3 * wRowBytes;
   const x0 = x + ((<usize>r * <usize>inDim) << 2);
   const x1 = x0 + (<usize>inDim << 2);
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
@@ -159,12 +161,14 @@ function f16ToF32(h: u32): f32 {
 /** Four output rows × one activation row (rows = 1, or the last row of an odd count). */
 // @ts-ignore: decorator
 @inline function tile4x1(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const wRowBytes = <usize>inDim << weightShift(format);
+  tile4x1Rows(format, out, x, w + <usize>o0 * wRowBytes, w + <usize>o1 * wRowBytes, w + <usize>o2 * wRowBytes, w + <usize>o3 * wRowBytes, bias, inDim, outDim, o0, o1, o2, o3, r);
+}
+
+/** tile4x1 with the four weight rows given by address (matmul_q8 passes rows it dequantized into scratch). */
+// @ts-ignore: decorator
+@inline function tile4x1Rows(format: i32, out: usize, x: usize, w0: usize, w1: usize, w2: usize, w3: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
   const shift = weightShift(format);
-  const wRowBytes = <usize>inDim << shift;
-  const w0 = w + <usize>o0 * wRowBytes;
-  const w1 = w + <usize>o1 * wRowBytes;
-  const w2 = w + <usize>o2 * wRowBytes;
-  const w3 = w + <usize>o3 * wRowBytes;
   const x0 = x + ((<usize>r * <usize>inDim) << 2);
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   const vecEnd = inDim & ~3;
@@ -252,8 +256,9 @@ export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i3
 // Each output is computed as Σ_g s_g · (Σ_{i in g} q_i · x_i): the int8 values are widened to f32
 // in registers (i8 → i16 by the load, → i32 → f32) and summed per group in an f32x4 accumulator,
 // and only the group's sum is multiplied by its scale and added to the output's accumulator — one
-// multiply per 32 weights instead of one per weight. Per output the operations are always these,
-// in this order, whatever tile or thread range computes it:
+// multiply per 32 weights instead of one per weight. With fewer than 3 rows (P = 1, 2 at decode;
+// from 3 rows see matmul_q8) the operations per output are always these, in this order, whatever
+// tile or thread range computes it:
 //   acc = 0; per group g: gacc = 0; gacc += q·x over its 8-blocks (inputs i..i+3 then i+4..i+7),
 //   then one 4-block if the group's vector part ends there; acc += gacc · s_g;
 //   then hsum(acc), the scalar tail inputs (inDim & ~3) .. inDim − 1 as sum += (q·s)·x, the bias.
@@ -405,15 +410,44 @@ const Q8_GROUP_SHIFT: i32 = 5;
   store<f32>(out0 + (<usize>o3 << 2), finishQ8(a3, w3, s3, x0, vecEnd, inDim, bias, o3));
 }
 
+/** Row `row` of an int8 matrix as f32 weights q · s (exact) at out (inDim). */
+// @ts-ignore: decorator
+@inline function dequantizeRowQ8(out: usize, w: usize, scales: usize, inDim: i32, row: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const wRow = w + <usize>row * <usize>inDim;
+  const sRow = scales + <usize>row * (<usize>groups << 1);
+  const end8 = inDim & ~7;
+  for (let i = 0; i < end8; i += 8) {
+    const q = v128.load8x8_s(wRow + <usize>i);
+    const s = q8Scale(sRow, i >> Q8_GROUP_SHIFT);
+    v128.store(out + (<usize>i << 2), f32x4.mul(q8Low(q), s));
+    v128.store(out + (<usize>i << 2), f32x4.mul(q8High(q), s), 16);
+  }
+  for (let i = end8; i < inDim; i++) store<f32>(out + (<usize>i << 2), q8Weight(wRow, sRow, i));
+}
+
+/**
+ * From this many rows (P ≥ 4 at decode, and prefill) matmul_q8 dequantizes each tile of 4 weight
+ * rows once into scratch and runs matmul_f32's tiles over all the rows: widening int8 costs more
+ * instructions than the multiply-adds it feeds, and this pays it once per weight instead of once
+ * per pair of rows. Below it (P = 1, 2 at decode) the group sums are cheaper.
+ */
+const Q8_DEQUANTIZE_FROM_ROWS: i32 = 3;
+
 /**
  * matmul_f32 with W (outDim, inDim) as int8 values and per-group bf16 scales (format above):
- *   out[r, o] = Σ_g s[o, g] · Σ_{i in g} q[o, i] · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
- * Blocking, chunking and the row split over threads are matmulAny's (each weight row read once
- * for all rows ≤ 8 at decode); every output is computed by the same operations whatever the range.
+ *   out[r, o] = Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
+ * scratch: 4 · inDim f32 for this thread (or 0: always the group sums). With rows < 3 (or no
+ * scratch) each output is Σ_g s_g · (group sum), see above; with rows ≥ 3 it is exactly matmul_f32
+ * on the dequantized rows q · s. Either way every output's operations depend only on rows, so any
+ * split of [oStart, oEnd) over threads (in multiples of 4) gives the same bits. Blocking and
+ * chunking as matmulAny: each weight row is read from memory once for all rows ≤ 8.
  */
-export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
+export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32, scratch: usize): void {
   const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~1);
   const last = oEnd - 1;
+  const dequantize = rows >= Q8_DEQUANTIZE_FROM_ROWS && scratch != 0;
+  const rowBytes = <usize>inDim << 2;
   for (let r0 = 0; r0 < rows; r0 += chunk) {
     const r1 = min(rows, r0 + chunk);
     for (let o = oStart; o < oEnd; o += 4) {
@@ -421,6 +455,16 @@ export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: u
       const o2 = min(o + 2, last);
       const o3 = min(o + 3, last);
       let r = r0;
+      if (dequantize) {
+        dequantizeRowQ8(scratch, w, scales, inDim, o);
+        dequantizeRowQ8(scratch + rowBytes, w, scales, inDim, o1);
+        dequantizeRowQ8(scratch + 2 * rowBytes, w, scales, inDim, o2);
+        dequantizeRowQ8(scratch + 3 * rowBytes, w, scales, inDim, o3);
+        const d1 = scratch + rowBytes, d2 = scratch + 2 * rowBytes, d3 = scratch + 3 * rowBytes;
+        for (; r + 2 <= r1; r += 2) tile4x2Rows(F32, out, x, scratch, d1, d2, d3, bias, inDim, outDim, o, o1, o2, o3, r);
+        if (r < r1) tile4x1Rows(F32, out, x, scratch, d1, d2, d3, bias, inDim, outDim, o, o1, o2, o3, r);
+        continue;
+      }
       for (; r + 2 <= r1; r += 2) {
         tileQ8x2(out, x, w, scales, bias, inDim, outDim, o, o1, r);
         tileQ8x2(out, x, w, scales, bias, inDim, outDim, o2, o3, r);
@@ -428,6 +472,11 @@ export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: u
       if (r < r1) tileQ8x1(out, x, w, scales, bias, inDim, outDim, o, o1, o2, o3, r);
     }
   }
+}
+
+/** One row of an int8 matrix dequantized to f32 (the embedding lookup of a quantized tied embedding). */
+export function dequantize_row_q8(out: usize, w: usize, scales: usize, inDim: i32, row: i32): void {
+  dequantizeRowQ8(out, w, scales, inDim, row);
 }
 
 /**
@@ -489,14 +538,6 @@ export function quantize_q8(values: usize, scales: usize, source: usize, format:
       for (; i < end; i++) store<i8>(dst + <usize>i, <i8>(<i32>nearest<f32>(load1(format, src + (<usize>i << shift)) * inverse)));
     }
   }
-}
-
-/** One row of an int8 matrix dequantized to f32 (the embedding lookup of a quantized tied embedding). */
-export function dequantize_row_q8(out: usize, w: usize, scales: usize, inDim: i32, row: i32): void {
-  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
-  const wRow = w + <usize>row * <usize>inDim;
-  const sRow = scales + <usize>row * (<usize>groups << 1);
-  for (let i = 0; i < inDim; i++) store<f32>(out + (<usize>i << 2), q8Weight(wRow, sRow, i));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -246,11 +246,11 @@ describe('wasm kernels against the TypeScript oracle', () => {
           }
           assert.ok(Number.isNaN(out.array[rows * outDim]), 'wrote past the end of out');
 
-          // Each term q·s·x passes: its product q·x, at most 8 additions in its group's lane (32 / 4),
-          // the rounding of (group sum)·s, one addition per group into the output's lane, 2 lane-sum
-          // additions, up to 3 tail additions and the bias: k = groups + 15; plus the oracle's own
-          // final rounding to float32. (q · s itself is exact.)
-          const k = q8Groups(inDim) + 15;
+          // rows < 3, group sums: each term q·s·x passes its product q·x, at most 8 additions in its
+          // group's lane (32 / 4), the rounding of (group sum)·s, one addition per group into the
+          // output's lane, 2 lane-sum additions, up to 3 tail additions and the bias: k = groups + 15.
+          // rows ≥ 3: matmul_f32 on q · s (exact), k = inDim/4 + 7. Plus the oracle's final rounding.
+          const k = rows < 3 ? q8Groups(inDim) + 15 : Math.floor(inDim / 4) + 7;
           kernels.matmul_q8(out.ptr, xp, wp, sp, bp, rows, inDim, outDim);
           assertClose(out.array.subarray(0, rows * outDim), expected, (i) => {
             const r = Math.floor(i / outDim);
@@ -259,6 +259,13 @@ describe('wasm kernels against the TypeScript oracle', () => {
             for (let j = 0; j < inDim; j++) sumAbs += Math.abs(dequantized[o * inDim + j] * x[r * inDim + j]);
             return (gamma(k) + u) * sumAbs + 1e-38;
           }, `matmul_q8 rows ${rows} in ${inDim} out ${outDim}`);
+
+          // from 3 rows it is matmul_f32 on the dequantized weights, operation for operation
+          if (rows >= 3) {
+            const viaF32 = kernels.f32(rows * outDim);
+            kernels.matmul_f32(viaF32.ptr, xp, kernels.f32(dequantized).ptr, bp, rows, inDim, outDim);
+            assert.deepEqual(new Uint32Array(out.array.slice(0, rows * outDim).buffer), new Uint32Array(viaF32.array.slice().buffer), 'matmul_q8 ≠ matmul_f32 on q · s');
+          }
 
         }),
       ),

@@ -16,7 +16,8 @@ describe('kernel pool', () => {
   let two: KernelPool;
   let three: KernelPool;
   before(async () => {
-    [one, two, three] = await Promise.all([KernelPool.create(kernels, 1), KernelPool.create(kernels, 2), KernelPool.create(kernels, 3)]);
+    // with a matmul_q8 scratch for inDim ≤ 200 per thread
+    [one, two, three] = await Promise.all([KernelPool.create(kernels, 1, 200), KernelPool.create(kernels, 2, 200), KernelPool.create(kernels, 3, 200)]);
   });
   after(async () => {
     await Promise.all([one.close(), two.close(), three.close()]);

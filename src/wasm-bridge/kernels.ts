@@ -33,7 +33,7 @@ export interface KernelExports {
   matmul_f32(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   matmul_bf16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
-  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
+  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number, scratch: Ptr): void;
   dequantize_row_q8(out: Ptr, w: Ptr, scales: Ptr, inDim: number, row: number): void;
   quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: number, rows: number, inDim: number, rStart: number, rEnd: number): void;
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, eps: number, rows: number, dim: number): void;
@@ -192,9 +192,22 @@ export class WasmKernels {
     this.exports.matmul_f16(out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
   }
 
-  /** matmul with W as int8 values w (outDim, inDim) and bf16 scales (outDim, ceil(inDim / 32)); see src/reference/q8.ts. */
-  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
-    this.exports.matmul_q8(out, x, w, scales, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  /**
+   * matmul with W as int8 values w (outDim, inDim) and bf16 scales (outDim, ceil(inDim / 32)); see
+   * src/reference/q8.ts. scratch: 4 · inDim f32 (rows ≥ 3 dequantize into it); by default one is
+   * allocated for the call and freed after.
+   */
+  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim, scratch?: Ptr): void {
+    if (scratch !== undefined) {
+      this.exports.matmul_q8(out, x, w, scales, bias ?? 0, rows, inDim, outDim, oStart, oEnd, scratch);
+      return;
+    }
+    const mark = this.mark();
+    try {
+      this.exports.matmul_q8(out, x, w, scales, bias ?? 0, rows, inDim, outDim, oStart, oEnd, this.alloc(16 * inDim));
+    } finally {
+      this.release(mark);
+    }
   }
 
   /** out = m · x (+ bias) for a matrix in any format. */

@@ -169,7 +169,7 @@ export class WasmModel implements LanguageModel {
     const dtypeOf = (name: string) => byName.get(name)!.dtype;
 
     // Check the whole budget before reading anything: wasm32 addresses at most 4 GiB.
-    const plan = checkWasmMemory(config, dtypeOf, { weights, maxContext: options.maxContext, maxChunk: options.maxChunk });
+    const plan = checkWasmMemory(config, dtypeOf, { weights, maxContext: options.maxContext, maxChunk: options.maxChunk, threads });
     const { maxContext, maxChunk } = plan;
     const rows = P * maxChunk;
     const capacity = T + maxContext;
@@ -178,7 +178,7 @@ export class WasmModel implements LanguageModel {
     const kernels = new WasmKernels({ initialPages: Math.ceil(plan.totalBytes / 65536) + 16 });
     const memory = kernels.memory.buffer;
     // the threads quantize at load already
-    const pool = await KernelPool.create(kernels, threads);
+    const pool = await KernelPool.create(kernels, threads, weights === 'int8' ? Math.max(H, I, qDim) : 0);
     try {
       const weightsStart = kernels.mark();
       const matrices = new Map<string, Matrix>();

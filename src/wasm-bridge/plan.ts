@@ -16,6 +16,7 @@
 // The aggregation layer stays unquantized: it runs once per position (not per stream), so it is a
 // small share of the time, and its output — the softmax weights mixing the streams — is what
 // ParScale adds; quantization error there would be spent where the method is most sensitive.
+import { availableParallelism } from 'node:os';
 import { type ModelConfig, expectedTensors } from '../checkpoint/config.ts';
 import { pieceBytes } from '../checkpoint/load.ts';
 import { DTYPE_BYTES, type DType } from '../checkpoint/safetensors.ts';
@@ -63,6 +64,8 @@ export interface WasmMemoryPlanOptions {
   maxContext?: number;
   /** Prompt tokens processed per pass (default 64). */
   maxChunk?: number;
+  /** Threads of the kernel pool (default: the available cores): each gets a small scratch with int8. */
+  threads?: number;
 }
 
 export interface WasmMemoryPlan {
@@ -106,8 +109,11 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
   }
   const { fixedFloats, floatsPerPosition } = runtimeFloats(config, maxChunk);
   const perPositionBytes = 4 * floatsPerPosition;
-  // 16-byte alignment of every buffer, the rope table, the pool's control block
-  const overhead = 16 * (buffers + 32 + 2 * config.numLayers * config.parscaleN) + 4 * config.headDim + 1024;
+  // 16-byte alignment of every buffer, the rope table, the pool's control block; with int8, each
+  // thread's scratch for 4 dequantized rows (pool.ts)
+  const threads = options.threads ?? availableParallelism();
+  const q8Scratch = weights === 'int8' ? threads * 16 * Math.max(config.hiddenSize, config.intermediateSize, config.numHeads * config.headDim) + 64 : 0;
+  const overhead = 16 * (buffers + 32 + 2 * config.numLayers * config.parscaleN) + 4 * config.headDim + 1024 + q8Scratch;
   const fixedBytes = weightBytes + 4 * fixedFloats + overhead;
   const T = config.parscaleN > 1 ? config.parscaleNTokens : 0;
   const cacheBytes = cacheFloatsPerPosition(config) * 4 * (T + maxContext);
