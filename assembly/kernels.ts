@@ -1,6 +1,8 @@
 // The fast kernels: AssemblyScript compiled to WebAssembly with 128-bit SIMD. Each export is the
 // twin of the function with the same name in src/reference/kernels.ts (the oracle), with the same
-// arguments in the same order; test/wasm-kernels.test.ts ties each pair together.
+// arguments in the same order — the int8 ones of src/reference/q8.ts (matmul_q8; quantize_q8 is
+// quantizeRowsQ8 there, dequantize_row_q8 a row of dequantizeQ8); test/wasm-kernels.test.ts ties
+// each pair together.
 //
 // Build: `npm run build:wasm` (asconfig.json) writes src/wasm-bridge/kernels.wasm, which is
 // committed so a clean clone needs no compiler; test/wasm-build.test.ts rebuilds it and fails if
