@@ -26,7 +26,7 @@ import { type ModelConfig, expectedTensors } from '../checkpoint/config.ts';
 import { pieceBytes } from '../checkpoint/load.ts';
 import { expectedStreamTensors } from '../checkpoint/stream-sets.ts';
 import { DTYPE_BYTES, type DType } from '../checkpoint/safetensors.ts';
-import { q8Bytes } from '../reference/q8.ts';
+import { q8Bytes, q8Groups } from '../reference/q8.ts';
 
 /** How the wasm backend keeps the large matrices: as stored (the default), or int8 with per-group scales. */
 export const WEIGHT_CHOICES = ['stored', 'int8'] as const;
@@ -143,7 +143,8 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
       if (placement === 'q8') loadScratchBytes = Math.max(loadScratchBytes, pieceBytes({ dtype, shape, byteLength: placedBytes('stored', shape, dtype) }));
       if (placement === 'host') hostBytes += bytes;
       else {
-        weightBytes += bytes;
+        // every buffer starts 16-byte aligned (a q8 matrix is two: values and scales)
+        weightBytes += placement === 'q8' ? align16(shape[0] * shape[1]) + align16(2 * shape[0] * q8Groups(shape[1])) : align16(bytes);
         buffers += placement === 'q8' ? 2 : 1;
       }
     }
@@ -165,6 +166,8 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
   const maxContextThatFits = Math.max(0, Math.min(config.maxPositionEmbeddings, fitting));
   return { weights, maxContext, maxChunk, weightBytes, cacheBytes, activationBytes, totalBytes, hostBytes, streams: P, prefixTokens: T, maxContextThatFits };
 }
+
+const align16 = (bytes: number) => Math.ceil(bytes / 16) * 16;
 
 /** Keys and values of one position in every layer, each of P streams and KV head (float32 numbers). */
 function cacheFloatsPerPosition(config: ModelConfig, P: number): number {
