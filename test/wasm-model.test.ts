@@ -7,11 +7,14 @@ import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { dumpModel } from '../src/cli/dump.ts';
-import { type Checkpoint, loadCheckpoint, tensorToFloat32 } from '../src/checkpoint/load.ts';
+import { type Checkpoint, loadCheckpoint, openCheckpoint, tensorToFloat32 } from '../src/checkpoint/load.ts';
+import { streamSetConfig } from '../src/checkpoint/stream-sets.ts';
+import { addStreamSetToConfig, saveStreamSet } from '../src/training/checkpoint.ts';
+import { randomWeights } from './helpers/random-model.ts';
 import { parseConfig } from '../src/checkpoint/config.ts';
 import { float32ToBytes } from '../src/checkpoint/safetensors.ts';
 import { dequantizeQ8, quantizeQ8 } from '../src/reference/q8.ts';
-import { checkWasmMemory, placementOf } from '../src/wasm-bridge/plan.ts';
+import { checkWasmMemory, placementOf, plannedStreamSets } from '../src/wasm-bridge/plan.ts';
 import { loadModel } from '../src/load-model.ts';
 import { ReferenceModel } from '../src/reference/model.ts';
 import { WasmModel } from '../src/wasm-bridge/model.ts';
@@ -245,6 +248,37 @@ describe('wasm backend with int8 weights', () => {
       // the model's count starts after the module's data; the plan's 16-byte slack per buffer is generous
       assert.ok(plan.totalBytes >= model.memoryBytes && plan.totalBytes <= 1.01 * model.memoryBytes + 65536, `${weights}: plan ${plan.totalBytes}, allocated ${model.memoryBytes}`);
       assert.ok(plan.weightBytes >= model.weightBytes && plan.weightBytes <= model.weightBytes + 16 * 64, `${weights}: plan ${plan.weightBytes} weight bytes, allocated ${model.weightBytes}`);
+    }
+  });
+
+  it('the memory plan is what the model allocates with stream sets too (dynamic P: every set, the cache for the largest P and prefix)', async () => {
+    // own P = 2 with 3 prefix tokens; a P = 4 set with the longest prefix (7) in bf16, a P = 8 set with 2 in f32
+    const { dir, config } = writeSyntheticCheckpoint(tinyConfigJson({ parscale_n: 2, parscale_n_tokens: 3, hidden_size: 64, intermediate_size: 96, vocab_size: 3000, max_position_embeddings: 512 }), { dtype: 'BF16', seed: 10 });
+    made.push(dir);
+    for (const [P, T, dtype] of [[4, 7, 'BF16'], [8, 2, 'F32']] as const) {
+      const set = streamSetConfig(config, P, T, 0.05);
+      addStreamSetToConfig(dir, set, saveStreamSet(dir, set, randomWeights(set, P), dtype));
+    }
+    const opened = openCheckpoint(dir);
+    assert.deepEqual(opened.streamSets.map((set) => set.P), [4, 8]);
+    const dtypeOf = (name: string) => opened.tensors.get(name)!.dtype;
+    const streamSets = plannedStreamSets(opened.streamSets);
+    for (const weights of ['stored', 'int8'] as const) {
+      const model = await WasmModel.load(dir, { threads: 1, weights });
+      models.push(model);
+      assert.deepEqual(model.streamSets, [1, 2, 4, 8]);
+      const plan = checkWasmMemory(model.config, dtypeOf, { weights, streamSets });
+      assert.equal(plan.streams, 8);
+      assert.equal(plan.prefixTokens, 7);
+      const c = model.config;
+      assert.equal(plan.cacheBytes, 2 * c.numLayers * 8 * c.numKvHeads * c.headDim * 4 * (7 + plan.maxContext));
+      assert.ok(plan.totalBytes >= model.memoryBytes && plan.totalBytes <= 1.01 * model.memoryBytes + 65536, `${weights}: plan ${plan.totalBytes}, allocated ${model.memoryBytes}`);
+      assert.ok(plan.weightBytes >= model.loadedWeightBytes && plan.weightBytes <= model.loadedWeightBytes + 16 * 96, `${weights}: plan ${plan.weightBytes} weight bytes, allocated ${model.loadedWeightBytes}`);
+      // without the stream sets the plan would be too small: they are what it counts beyond the backbone
+      assert.ok(checkWasmMemory(model.config, dtypeOf, { weights }).totalBytes < model.memoryBytes, `${weights}: a plan without the stream sets is smaller than the allocation`);
+      // every P runs in that memory
+      for (const P of model.streamSets) model.withStreams(P).forward(model.withStreams(P).newSequence(), [1, 2, 3]);
+      assert.equal(model.memoryBytes, model.withStreams(8).memoryBytes);
     }
   });
 
