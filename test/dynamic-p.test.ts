@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { LanguageModel } from '../src/backend.ts';
 import { type ModelConfig, readConfig } from '../src/checkpoint/config.ts';
-import { type Checkpoint, loadCheckpoint, tensorToFloat32 } from '../src/checkpoint/load.ts';
+import { type Checkpoint, loadCheckpoint, openCheckpoint, tensorToFloat32 } from '../src/checkpoint/load.ts';
 import { float32ToBytes, readSafetensorsHeader, writeSafetensors } from '../src/checkpoint/safetensors.ts';
 import { STREAM_SETS_KEY, readStreamSetSpecs, streamSetConfig } from '../src/checkpoint/stream-sets.ts';
 import { type BackendName, loadModel } from '../src/load-model.ts';
@@ -25,7 +25,7 @@ import { trainStreamSets } from '../src/training/stream-sets.ts';
 import { DEFAULT_OPTIONS, type TrainOptions, train } from '../src/training/train.ts';
 import { learnBpe, tokenizerConfigJson, tokenizerJson } from '../src/training/tokenizer.ts';
 import type { ModelParams } from '../src/training/weights.ts';
-import type { WasmModel } from '../src/wasm-bridge/model.ts';
+import { WasmModel } from '../src/wasm-bridge/model.ts';
 import { placementOf } from '../src/wasm-bridge/plan.ts';
 import { rejectsWithCheckpointError, throwsCheckpointError } from './helpers/checkpoint-errors.ts';
 import { randomWeights, tinyConfig } from './helpers/random-model.ts';
@@ -527,6 +527,26 @@ describe('dynamic P: every bad folder has its own error', () => {
     await rejectsWithCheckpointError(loadCheckpoint(dir), { code: 'TENSOR_UNEXPECTED', file, tensor: 'model.norm.weight', message: [/backbone tensors belong in model.safetensors/] });
     rewriteSet(file, (name) => (name === 'model.norm.weight' ? undefined : 'keep'), [{ name: 'model.layers.2.self_attn.prefix_k', shape: [2, 2, 3, 4] }]);
     await rejectsWithCheckpointError(loadCheckpoint(dir), { code: 'TENSOR_UNEXPECTED', file, tensor: 'model.layers.2.self_attn.prefix_k', message: [/num_hidden_layers: 2/] });
+  });
+
+  it('the streaming loader (wasm, stored or int8) checks every stream set from its header first, as loadCheckpoint does', async () => {
+    const dir = fresh();
+    editConfig(dir, (json) => (json[STREAM_SETS_KEY]['4'].parscale_n_tokens = 7));
+    const expected = {
+      code: 'TENSOR_SHAPE' as const,
+      file: join(dir, 'streams-P4.safetensors'),
+      tensor: 'model.layers.0.self_attn.prefix_k',
+      message: [/parscale_n_tokens 7/, /implies \[4,2,7,4\]/],
+    };
+    // openCheckpoint reads headers only (synchronously): the error comes before any tensor data
+    throwsCheckpointError(() => openCheckpoint(dir), expected);
+    for (const weights of ['stored', 'int8'] as const) {
+      await rejectsWithCheckpointError(WasmModel.load(dir, { threads: 1, weights }), expected);
+      await rejectsWithCheckpointError(loadModel(dir, { backend: 'wasm', threads: 1, weights }), expected);
+    }
+    const missing = fresh();
+    rmSync(join(missing, 'streams-P2.safetensors'));
+    await rejectsWithCheckpointError(WasmModel.load(missing, { threads: 1, weights: 'int8' }), { code: 'FILE_NOT_FOUND', file: join(missing, 'streams-P2.safetensors'), message: [/stream set file not found/] });
   });
 
   it('an unknown P, asked of the loader, a loaded model, TextModel and generate', async () => {
