@@ -1,6 +1,8 @@
 // The fast kernels: AssemblyScript compiled to WebAssembly with 128-bit SIMD. Each export is the
 // twin of the function with the same name in src/reference/kernels.ts (the oracle), with the same
-// arguments in the same order; test/wasm-kernels.test.ts ties each pair together.
+// arguments in the same order — the int8 ones of src/reference/q8.ts (matmul_q8; quantize_q8 is
+// quantizeRowsQ8 there, dequantize_row_q8 a row of dequantizeQ8); test/wasm-kernels.test.ts ties
+// each pair together.
 //
 // Build: `npm run build:wasm` (asconfig.json) writes src/wasm-bridge/kernels.wasm, which is
 // committed so a clean clone needs no compiler; test/wasm-build.test.ts rebuilds it and fails if
@@ -115,12 +117,14 @@ function f16ToF32(h: u32): f32 {
  */
 // @ts-ignore: decorator
 @inline function tile4x2(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const wRowBytes = <usize>inDim << weightShift(format);
+  tile4x2Rows(format, out, x, w + <usize>o0 * wRowBytes, w + <usize>o1 * wRowBytes, w + <usize>o2 * wRowBytes, w + <usize>o3 * wRowBytes, bias, inDim, outDim, o0, o1, o2, o3, r);
+}
+
+/** tile4x2 with the four weight rows given by address (matmul_q8 passes rows it dequantized into scratch). */
+// @ts-ignore: decorator
+@inline function tile4x2Rows(format: i32, out: usize, x: usize, w0: usize, w1: usize, w2: usize, w3: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
   const shift = weightShift(format);
-  const wRowBytes = <usize>inDim << shift;
-  const w0 = w + <usize>o0 * wRowBytes;
-  const w1 = w + <usize>o1 * wRowBytes;
-  const w2 = w + <usize>o2 * wRowBytes;
-  const w3 = w + <usize>o3 * wRowBytes;
   const x0 = x + ((<usize>r * <usize>inDim) << 2);
   const x1 = x0 + (<usize>inDim << 2);
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
@@ -159,12 +163,14 @@ function f16ToF32(h: u32): f32 {
 /** Four output rows × one activation row (rows = 1, or the last row of an odd count). */
 // @ts-ignore: decorator
 @inline function tile4x1(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const wRowBytes = <usize>inDim << weightShift(format);
+  tile4x1Rows(format, out, x, w + <usize>o0 * wRowBytes, w + <usize>o1 * wRowBytes, w + <usize>o2 * wRowBytes, w + <usize>o3 * wRowBytes, bias, inDim, outDim, o0, o1, o2, o3, r);
+}
+
+/** tile4x1 with the four weight rows given by address (matmul_q8 passes rows it dequantized into scratch). */
+// @ts-ignore: decorator
+@inline function tile4x1Rows(format: i32, out: usize, x: usize, w0: usize, w1: usize, w2: usize, w3: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
   const shift = weightShift(format);
-  const wRowBytes = <usize>inDim << shift;
-  const w0 = w + <usize>o0 * wRowBytes;
-  const w1 = w + <usize>o1 * wRowBytes;
-  const w2 = w + <usize>o2 * wRowBytes;
-  const w3 = w + <usize>o3 * wRowBytes;
   const x0 = x + ((<usize>r * <usize>inDim) << 2);
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   const vecEnd = inDim & ~3;
@@ -227,6 +233,313 @@ export function matmul_bf16(out: usize, x: usize, w: usize, bias: usize, rows: i
 /** matmul_f32 with W (outDim, inDim) stored as IEEE f16 (u16 each), widened exactly in registers. */
 export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
   matmulAny(F16, out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul_q8: int8 weights with one scale per group of Q8_GROUP consecutive inputs of a row
+//
+// Format (written by src/reference/q8.ts at load; that file is its definition and the oracle):
+//   w      (outDim, inDim) int8, row-major: q[o, i] in [-127, 127]
+//   scales (outDim, ceil(inDim / Q8_GROUP)) bf16 bits: s[o, g] = max |W[o, g·G .. g·G + G)| / 127,
+//          rounded UP to a bf16, so |W / s| ≤ 127 and rounding to nearest never needs clamping
+//   the weight is q · s. q has 7 significant bits and s 8, so q · s is exact in f32 (the scalar
+//   tail and the embedding lookup use it as is).
+//
+// Why G = 32 and bf16 scales. The rounding error of a weight is at most s/2 = max|W_group| / 254,
+// so a group should be small enough to follow the local magnitude (real checkpoints have outlier
+// input channels that would set the scale of a whole long row). Bytes per weight are
+// 1 + 2/G: 1.0625 at G = 32, against 2 for bf16 (decode reads 1.88× fewer bytes). G = 64 would
+// save 3 % of the bytes for a larger step wherever a group's max grows (≈ +15 % for Gaussian
+// rows); G = 16 would cost 6 % more bytes. A bf16 scale has f32's range (no underflow for tiny
+// groups, unlike f16) and its short mantissa costs nothing: q is computed with the stored scale,
+// so the error bound s/2 (+ |W| · 2^-23) holds as stated. G is a multiple of 8, so a vector block never straddles
+// two groups. Any inDim works: the last group of a row may be shorter.
+//
+// Each output is computed as Σ_g s_g · (Σ_{i in g} q_i · x_i): the int8 values are widened to f32
+// in registers (i8 → i16 by the load, → i32 → f32) and summed per group in an f32x4 accumulator,
+// and only the group's sum is multiplied by its scale and added to the output's accumulator — one
+// multiply per 32 weights instead of one per weight. With fewer than 3 rows (P = 1, 2 at decode;
+// from 3 rows see matmul_q8) the operations per output are always these, in this order, whatever
+// tile or thread range computes it:
+//   acc = 0; per group g: gacc = 0; gacc += q·x over its 8-blocks (inputs i..i+3 then i+4..i+7),
+//   then one 4-block if the group's vector part ends there; acc += gacc · s_g;
+//   then hsum(acc), the scalar tail inputs (inDim & ~3) .. inDim − 1 as sum += (q·s)·x, the bias.
+// So splitting the outputs over threads changes no bit (test/wasm-kernels.test.ts, wasm-pool).
+
+const Q8_GROUP: i32 = 32;
+const Q8_GROUP_SHIFT: i32 = 5;
+
+/** A dequantized weight for the scalar tail: q[i] · s[i / G] (exact in f32). */
+// @ts-ignore: decorator
+@inline function q8Weight(wRow: usize, scaleRow: usize, i: i32): f32 {
+  const s = reinterpret<f32>(<u32>load<u16>(scaleRow + (<usize>(i >> Q8_GROUP_SHIFT) << 1)) << 16);
+  return <f32>load<i8>(wRow + <usize>i) * s;
+}
+
+/** The scale of group g, in all four lanes (bf16 << 16 is the exact f32). */
+// @ts-ignore: decorator
+@inline function q8Scale(scaleRow: usize, g: i32): v128 {
+  return i32x4.shl(v128.load16_splat(scaleRow + (<usize>g << 1)), 16);
+}
+
+/** Finish one output: lane sum, scalar tail (inputs vecEnd .. inDim − 1), bias. */
+// @ts-ignore: decorator
+@inline function finishQ8(acc: v128, wRow: usize, scaleRow: usize, xRow: usize, vecEnd: i32, inDim: i32, bias: usize, o: i32): f32 {
+  let sum = hsum(acc);
+  for (let i = vecEnd; i < inDim; i++) sum += q8Weight(wRow, scaleRow, i) * load<f32>(xRow + (<usize>i << 2));
+  if (bias != 0) sum += load<f32>(bias + (<usize>o << 2));
+  return sum;
+}
+
+/** Lanes 0..3 / 4..7 of eight int8 weights already loaded as i16x8 (v128.load8x8_s), as f32x4. */
+// @ts-ignore: decorator
+@inline function q8Low(q: v128): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(q));
+}
+// @ts-ignore: decorator
+@inline function q8High(q: v128): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(q));
+}
+/** Four int8 weights at p as f32x4. */
+// @ts-ignore: decorator
+@inline function q8Four(p: usize): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p))));
+}
+
+/**
+ * Two output rows (o0, o1) × two activation rows (r, r + 1): each block of weights is widened once
+ * for both activation rows. Registers: 4 output + 4 group accumulators, 4 activation vectors, 2–3
+ * weight vectors (a 4 × 2 tile would need 16 accumulators alone).
+ */
+// @ts-ignore: decorator
+@inline function tileQ8x2(out: usize, x: usize, w: usize, scales: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, r: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const sRowBytes = <usize>groups << 1;
+  const w0 = w + <usize>o0 * <usize>inDim, s0 = scales + <usize>o0 * sRowBytes;
+  const w1 = w + <usize>o1 * <usize>inDim, s1 = scales + <usize>o1 * sRowBytes;
+  const x0 = x + ((<usize>r * <usize>inDim) << 2);
+  const x1 = x0 + (<usize>inDim << 2);
+  const vecEnd = inDim & ~3;
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  for (let g = 0; g < groups; g++) {
+    const start = g << Q8_GROUP_SHIFT;
+    const end = min(vecEnd, start + Q8_GROUP);
+    const end8 = start + ((max(end - start, 0)) & ~7);
+    let g00 = f32x4.splat(0), g01 = f32x4.splat(0), g10 = f32x4.splat(0), g11 = f32x4.splat(0);
+    for (let i = start; i < end8; i += 8) {
+      const xOff = <usize>i << 2;
+      const xa0 = v128.load(x0 + xOff), xb0 = v128.load(x0 + xOff, 16);
+      const xa1 = v128.load(x1 + xOff), xb1 = v128.load(x1 + xOff, 16);
+      let q = v128.load8x8_s(w0 + <usize>i);
+      let lo = q8Low(q), hi = q8High(q);
+      g00 = f32x4.add(f32x4.add(g00, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
+      g01 = f32x4.add(f32x4.add(g01, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
+      q = v128.load8x8_s(w1 + <usize>i);
+      lo = q8Low(q);
+      hi = q8High(q);
+      g10 = f32x4.add(f32x4.add(g10, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
+      g11 = f32x4.add(f32x4.add(g11, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
+    }
+    if (end8 < end) {
+      const xOff = <usize>end8 << 2;
+      const xv0 = v128.load(x0 + xOff), xv1 = v128.load(x1 + xOff);
+      let wv = q8Four(w0 + <usize>end8);
+      g00 = f32x4.add(g00, f32x4.mul(wv, xv0));
+      g01 = f32x4.add(g01, f32x4.mul(wv, xv1));
+      wv = q8Four(w1 + <usize>end8);
+      g10 = f32x4.add(g10, f32x4.mul(wv, xv0));
+      g11 = f32x4.add(g11, f32x4.mul(wv, xv1));
+    }
+    const sc0 = q8Scale(s0, g), sc1 = q8Scale(s1, g);
+    a00 = f32x4.add(a00, f32x4.mul(g00, sc0));
+    a01 = f32x4.add(a01, f32x4.mul(g01, sc0));
+    a10 = f32x4.add(a10, f32x4.mul(g10, sc1));
+    a11 = f32x4.add(a11, f32x4.mul(g11, sc1));
+  }
+  const out0 = out + ((<usize>r * <usize>outDim) << 2);
+  const out1 = out0 + (<usize>outDim << 2);
+  store<f32>(out0 + (<usize>o0 << 2), finishQ8(a00, w0, s0, x0, vecEnd, inDim, bias, o0));
+  store<f32>(out1 + (<usize>o0 << 2), finishQ8(a01, w0, s0, x1, vecEnd, inDim, bias, o0));
+  store<f32>(out0 + (<usize>o1 << 2), finishQ8(a10, w1, s1, x0, vecEnd, inDim, bias, o1));
+  store<f32>(out1 + (<usize>o1 << 2), finishQ8(a11, w1, s1, x1, vecEnd, inDim, bias, o1));
+}
+
+/** Four output rows × one activation row (P = 1 decode, or the last row of an odd count). */
+// @ts-ignore: decorator
+@inline function tileQ8x1(out: usize, x: usize, w: usize, scales: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const sRowBytes = <usize>groups << 1;
+  const w0 = w + <usize>o0 * <usize>inDim, s0 = scales + <usize>o0 * sRowBytes;
+  const w1 = w + <usize>o1 * <usize>inDim, s1 = scales + <usize>o1 * sRowBytes;
+  const w2 = w + <usize>o2 * <usize>inDim, s2 = scales + <usize>o2 * sRowBytes;
+  const w3 = w + <usize>o3 * <usize>inDim, s3 = scales + <usize>o3 * sRowBytes;
+  const x0 = x + ((<usize>r * <usize>inDim) << 2);
+  const vecEnd = inDim & ~3;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let g = 0; g < groups; g++) {
+    const start = g << Q8_GROUP_SHIFT;
+    const end = min(vecEnd, start + Q8_GROUP);
+    const end8 = start + ((max(end - start, 0)) & ~7);
+    let g0 = f32x4.splat(0), g1 = f32x4.splat(0), g2 = f32x4.splat(0), g3 = f32x4.splat(0);
+    for (let i = start; i < end8; i += 8) {
+      const xOff = <usize>i << 2;
+      const xa = v128.load(x0 + xOff), xb = v128.load(x0 + xOff, 16);
+      let q = v128.load8x8_s(w0 + <usize>i);
+      g0 = f32x4.add(f32x4.add(g0, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+      q = v128.load8x8_s(w1 + <usize>i);
+      g1 = f32x4.add(f32x4.add(g1, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+      q = v128.load8x8_s(w2 + <usize>i);
+      g2 = f32x4.add(f32x4.add(g2, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+      q = v128.load8x8_s(w3 + <usize>i);
+      g3 = f32x4.add(f32x4.add(g3, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
+    }
+    if (end8 < end) {
+      const xv = v128.load(x0 + (<usize>end8 << 2));
+      g0 = f32x4.add(g0, f32x4.mul(q8Four(w0 + <usize>end8), xv));
+      g1 = f32x4.add(g1, f32x4.mul(q8Four(w1 + <usize>end8), xv));
+      g2 = f32x4.add(g2, f32x4.mul(q8Four(w2 + <usize>end8), xv));
+      g3 = f32x4.add(g3, f32x4.mul(q8Four(w3 + <usize>end8), xv));
+    }
+    a0 = f32x4.add(a0, f32x4.mul(g0, q8Scale(s0, g)));
+    a1 = f32x4.add(a1, f32x4.mul(g1, q8Scale(s1, g)));
+    a2 = f32x4.add(a2, f32x4.mul(g2, q8Scale(s2, g)));
+    a3 = f32x4.add(a3, f32x4.mul(g3, q8Scale(s3, g)));
+  }
+  const out0 = out + ((<usize>r * <usize>outDim) << 2);
+  store<f32>(out0 + (<usize>o0 << 2), finishQ8(a0, w0, s0, x0, vecEnd, inDim, bias, o0));
+  store<f32>(out0 + (<usize>o1 << 2), finishQ8(a1, w1, s1, x0, vecEnd, inDim, bias, o1));
+  store<f32>(out0 + (<usize>o2 << 2), finishQ8(a2, w2, s2, x0, vecEnd, inDim, bias, o2));
+  store<f32>(out0 + (<usize>o3 << 2), finishQ8(a3, w3, s3, x0, vecEnd, inDim, bias, o3));
+}
+
+/** Row `row` of an int8 matrix as f32 weights q · s (exact) at out (inDim). */
+// @ts-ignore: decorator
+@inline function dequantizeRowQ8(out: usize, w: usize, scales: usize, inDim: i32, row: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const wRow = w + <usize>row * <usize>inDim;
+  const sRow = scales + <usize>row * (<usize>groups << 1);
+  const end8 = inDim & ~7;
+  for (let i = 0; i < end8; i += 8) {
+    const q = v128.load8x8_s(wRow + <usize>i);
+    const s = q8Scale(sRow, i >> Q8_GROUP_SHIFT);
+    v128.store(out + (<usize>i << 2), f32x4.mul(q8Low(q), s));
+    v128.store(out + (<usize>i << 2), f32x4.mul(q8High(q), s), 16);
+  }
+  for (let i = end8; i < inDim; i++) store<f32>(out + (<usize>i << 2), q8Weight(wRow, sRow, i));
+}
+
+/**
+ * From this many rows (P ≥ 4 at decode, and prefill) matmul_q8 dequantizes each tile of 4 weight
+ * rows once into scratch and runs matmul_f32's tiles over all the rows: widening int8 costs more
+ * instructions than the multiply-adds it feeds, and this pays it once per weight instead of once
+ * per pair of rows. Below it (P = 1, 2 at decode) the group sums are cheaper.
+ */
+const Q8_DEQUANTIZE_FROM_ROWS: i32 = 3;
+
+/**
+ * matmul_f32 with W (outDim, inDim) as int8 values and per-group bf16 scales (format above):
+ *   out[r, o] = Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
+ * scratch: 4 · inDim f32 for this thread (or 0: always the group sums). With rows < 3 (or no
+ * scratch) each output is Σ_g s_g · (group sum), see above; with rows ≥ 3 it is exactly matmul_f32
+ * on the dequantized rows q · s. Either way every output's operations depend only on rows, so any
+ * split of [oStart, oEnd) over threads (in multiples of 4) gives the same bits. Blocking and
+ * chunking as matmulAny: each weight row is read from memory once for all rows ≤ 8.
+ */
+export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32, scratch: usize): void {
+  const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~1);
+  const last = oEnd - 1;
+  const dequantize = rows >= Q8_DEQUANTIZE_FROM_ROWS && scratch != 0;
+  const rowBytes = <usize>inDim << 2;
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const r1 = min(rows, r0 + chunk);
+    for (let o = oStart; o < oEnd; o += 4) {
+      const o1 = min(o + 1, last);
+      const o2 = min(o + 2, last);
+      const o3 = min(o + 3, last);
+      let r = r0;
+      if (dequantize) {
+        dequantizeRowQ8(scratch, w, scales, inDim, o);
+        dequantizeRowQ8(scratch + rowBytes, w, scales, inDim, o1);
+        dequantizeRowQ8(scratch + 2 * rowBytes, w, scales, inDim, o2);
+        dequantizeRowQ8(scratch + 3 * rowBytes, w, scales, inDim, o3);
+        const d1 = scratch + rowBytes, d2 = scratch + 2 * rowBytes, d3 = scratch + 3 * rowBytes;
+        for (; r + 2 <= r1; r += 2) tile4x2Rows(F32, out, x, scratch, d1, d2, d3, bias, inDim, outDim, o, o1, o2, o3, r);
+        if (r < r1) tile4x1Rows(F32, out, x, scratch, d1, d2, d3, bias, inDim, outDim, o, o1, o2, o3, r);
+        continue;
+      }
+      for (; r + 2 <= r1; r += 2) {
+        tileQ8x2(out, x, w, scales, bias, inDim, outDim, o, o1, r);
+        tileQ8x2(out, x, w, scales, bias, inDim, outDim, o2, o3, r);
+      }
+      if (r < r1) tileQ8x1(out, x, w, scales, bias, inDim, outDim, o, o1, o2, o3, r);
+    }
+  }
+}
+
+/** One row of an int8 matrix dequantized to f32 (the embedding lookup of a quantized tied embedding). */
+export function dequantize_row_q8(out: usize, w: usize, scales: usize, inDim: i32, row: i32): void {
+  dequantizeRowQ8(out, w, scales, inDim, row);
+}
+
+/**
+ * Quantize rows [rStart, rEnd) of source (rows, inDim), stored as `format` (0 f32, 1 bf16, 2 f16),
+ * into values (rows, inDim) int8 and scales (rows, ceil(inDim / 32)) bf16 — exactly quantizeRowsQ8
+ * in src/reference/q8.ts, operation for operation (so the two agree to the bit):
+ *   s = max|w| / 127 (in f64) rounded up to a bf16;  q = nearest-even(w · fl32(1 / s))  (0 where s = 0).
+ * Sixteen weights per step: widen to f32, multiply, round, convert, then narrow i32 → i16 → i8
+ * (|q| ≤ 127, so the saturating narrows never saturate). A group holding NaN or ±Infinity gets a
+ * non-finite scale (bf16 exponent all ones) and zero values: the caller checks the scales and
+ * reports the row. Rows are independent, so any split over threads gives the same bytes.
+ */
+export function quantize_q8(values: usize, scales: usize, source: usize, format: i32, rows: i32, inDim: i32, rStart: i32, rEnd: i32): void {
+  if (format == F32) quantizeAny(F32, values, scales, source, inDim, rStart, rEnd);
+  else if (format == BF16) quantizeAny(BF16, values, scales, source, inDim, rStart, rEnd);
+  else quantizeAny(F16, values, scales, source, inDim, rStart, rEnd);
+}
+
+// @ts-ignore: decorator
+@inline function quantizeAny(format: i32, values: usize, scales: usize, source: usize, inDim: i32, rStart: i32, rEnd: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const shift = weightShift(format);
+  for (let r = rStart; r < rEnd; r++) {
+    const src = source + ((<usize>r * <usize>inDim) << shift);
+    const dst = values + <usize>r * <usize>inDim;
+    const sRow = scales + ((<usize>r * <usize>groups) << 1);
+    for (let g = 0; g < groups; g++) {
+      const start = g << Q8_GROUP_SHIFT;
+      const end = min(inDim, start + Q8_GROUP);
+      const end4 = start + ((end - start) & ~3);
+      // max |w| over the group; NaN wins (f32x4.max and the scalar test both propagate it)
+      let mv = f32x4.splat(0);
+      for (let i = start; i < end4; i += 4) mv = f32x4.max(mv, f32x4.abs(load4(format, src + (<usize>i << shift))));
+      let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+      for (let i = end4; i < end; i++) m = max(m, Mathf.abs(load1(format, src + (<usize>i << shift))));
+      // the smallest bf16 ≥ m / 127 (as bf16AtLeast: via the float32 at or above the f64 quotient)
+      const v = <f64>m / 127.0;
+      let bits = reinterpret<u32>(<f32>v);
+      if (<f64>(<f32>v) < v) bits += 1;
+      let high = bits >>> 16;
+      if ((bits & 0xffff) != 0) high += 1;
+      store<u16>(sRow + (<usize>g << 1), <u16>high);
+      const scale = reinterpret<f32>(high << 16);
+      if (!isFinite(scale) || scale == 0) {
+        for (let i = start; i < end; i++) store<i8>(dst + <usize>i, 0);
+        continue;
+      }
+      const inverse: f32 = 1 / scale;
+      const inv = f32x4.splat(inverse);
+      let i = start;
+      for (; i + 16 <= end; i += 16) {
+        const p = src + (<usize>i << shift);
+        const q0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p), inv)));
+        const q1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p + (<usize>4 << shift)), inv)));
+        const q2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p + (<usize>8 << shift)), inv)));
+        const q3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(load4(format, p + (<usize>12 << shift)), inv)));
+        v128.store(dst + <usize>i, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
+      }
+      for (; i < end; i++) store<i8>(dst + <usize>i, <i8>(<i32>nearest<f32>(load1(format, src + (<usize>i << shift)) * inverse)));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

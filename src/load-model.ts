@@ -30,14 +30,22 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   if (!BACKENDS.includes(backend)) {
     throw new RangeError(`unknown backend "${backend}" (expected one of: ${BACKENDS.join(', ')})`);
   }
-  // an unknown P fails before any weights are read (loadCheckpoint reports a broken folder itself)
-  let P = options.P;
+  // an unknown P fails before any weights are read (the loaders report a broken folder themselves)
+  const P = options.P;
   if (P !== undefined && existsSync(join(dir, 'config.json'))) {
     const config = readConfig(dir);
     checkStreamCount(dir, P, availableStreamCounts(config, readStreamSetSpecs(dir, config)));
   }
-  const checkpoint = await loadCheckpoint(dir, options);
-  P ??= defaultStreamCount(checkpoint.config, checkpoint.streamSets);
-  const model = backend === 'reference' ? ReferenceModel.fromCheckpoint(checkpoint) : await WasmModel.fromCheckpoint(checkpoint, options);
-  return model.withStreams(P);
+  let model: LanguageModel;
+  if (backend === 'reference') {
+    if (options.weights !== undefined && options.weights !== 'stored') {
+      throw new RangeError(`weights "${options.weights}" is an option of the wasm backend; the reference backend always computes with the stored weights in float32`);
+    }
+    model = ReferenceModel.fromCheckpoint(await loadCheckpoint(dir, options));
+  } else {
+    // straight from the files into the WebAssembly memory (every stream set too): no second copy of the weights
+    model = await WasmModel.load(dir, options);
+  }
+  // the loaded model is the folder's own P; streamSets lists 1, parscale_n and every stream set
+  return model.withStreams(P ?? defaultStreamCount(model.config, model.streamSets.map((n) => ({ P: n }))));
 }

@@ -51,6 +51,10 @@ describe('parscale CLI', () => {
     assertUsageError(['generate', '--model', '/nonexistent/model', 'hi'], /model folder not found: \/nonexistent\/model/);
     assertUsageError(['dump', '--model', defaultModel, '--ids', '1,x', '--out', '-'], /"x" is not a token id/);
     assertUsageError(['generate', '--model', defaultModel, '--backend', 'gpu', 'hi'], /--backend must be one of/);
+    assertUsageError(['generate', '--model', defaultModel, '--weights', 'fp4', 'hi'], /--weights must be one of stored, int8, got "fp4"/);
+    assertUsageError(['generate', '--model', defaultModel, '--weights', 'int8', '--backend', 'reference', 'hi'], /--weights int8 is an option of the wasm backend/);
+    assertUsageError(['dump', '--model', defaultModel, '--ids', '1,2', '--weights', 'int8', '--out', '-'], /--weights int8 is an option of the wasm backend/);
+    assertUsageError(['generate', '--model', defaultModel, '--max-context', '0', 'hi'], /--max-context must be an integer ≥ 1/);
   });
 
   it('a model folder without tokenizer.json is refused with a clear message', () => {
@@ -96,6 +100,29 @@ describe('parscale CLI', () => {
 
   it('chat with a model that has no chat template says so in one line', () => {
     assertUsageError(['chat', '--model', defaultModel, '--no-progress', '-n', '4'], /no chat_template; this model cannot chat/);
+  });
+
+  it('generate with --weights int8 runs the quantized model', () => {
+    const r = run(['generate', '--model', defaultModel, '--no-progress', '--weights', 'int8', '--threads', '2', '-n', '4', 'Hello']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.startsWith('Hello'));
+  });
+
+  it('a model that cannot fit one WebAssembly memory is refused in one line, exit code 1', () => {
+    const r = run(['generate', '--model', defaultModel, '--no-progress', '--max-context', '100000000', 'Hello']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^parscale generate: this model needs .* over the 4 GiB a wasm32 memory can address; use a smaller maxContext \(--max-context\): at most \d+ positions fit\n$/);
+  });
+
+  it('info shows the wasm memory with stored and with int8 weights', () => {
+    const r = run(['info', '--model', defaultModel, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const { stored, int8 } = JSON.parse(r.stdout).wasm_memory;
+    assert.ok(int8.weight_bytes < 0.6 * stored.weight_bytes, `${int8.weight_bytes} vs ${stored.weight_bytes}`);
+    assert.equal(int8.kv_cache_bytes, stored.kv_cache_bytes);
+    assert.ok(stored.fits_4_gib && int8.fits_4_gib);
+    const text = run(['info', '--model', defaultModel]).stdout;
+    assert.match(text, /wasm memory +stored weights .* fits in 4 GiB\n +int8 weights .* fits in 4 GiB/);
   });
 
   it('info summarises the embedded model', () => {

@@ -12,11 +12,12 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { LanguageModel } from '../src/backend.ts';
 import { type ModelConfig, readConfig } from '../src/checkpoint/config.ts';
-import { loadCheckpoint } from '../src/checkpoint/load.ts';
-import { readSafetensorsHeader, writeSafetensors } from '../src/checkpoint/safetensors.ts';
+import { type Checkpoint, loadCheckpoint, openCheckpoint, tensorToFloat32 } from '../src/checkpoint/load.ts';
+import { float32ToBytes, readSafetensorsHeader, writeSafetensors } from '../src/checkpoint/safetensors.ts';
 import { STREAM_SETS_KEY, readStreamSetSpecs, streamSetConfig } from '../src/checkpoint/stream-sets.ts';
 import { type BackendName, loadModel } from '../src/load-model.ts';
-import type { ReferenceModel } from '../src/reference/model.ts';
+import { ReferenceModel } from '../src/reference/model.ts';
+import { dequantizeQ8, quantizeQ8 } from '../src/reference/q8.ts';
 import { TextModel } from '../src/text-model.ts';
 import { addStreamSetToConfig, saveModel, saveStreamSet } from '../src/training/checkpoint.ts';
 import { parseTrainArgs } from '../src/training/cli.ts';
@@ -24,7 +25,8 @@ import { trainStreamSets } from '../src/training/stream-sets.ts';
 import { DEFAULT_OPTIONS, type TrainOptions, train } from '../src/training/train.ts';
 import { learnBpe, tokenizerConfigJson, tokenizerJson } from '../src/training/tokenizer.ts';
 import type { ModelParams } from '../src/training/weights.ts';
-import type { WasmModel } from '../src/wasm-bridge/model.ts';
+import { WasmModel } from '../src/wasm-bridge/model.ts';
+import { placementOf } from '../src/wasm-bridge/plan.ts';
 import { rejectsWithCheckpointError, throwsCheckpointError } from './helpers/checkpoint-errors.ts';
 import { randomWeights, tinyConfig } from './helpers/random-model.ts';
 import { tinyConfigJson, writeSyntheticCheckpoint } from './helpers/synthetic-checkpoint.ts';
@@ -216,6 +218,62 @@ describe('dynamic P: one backbone in memory', () => {
   });
 });
 
+/**
+ * The checkpoint with every matrix that int8 quantizes replaced by its dequantized float32 values
+ * (as test/wasm-model.test.ts does); the stream sets are left as they are, for int8 never touches them.
+ */
+function dequantizedBackbone(checkpoint: Checkpoint): Checkpoint {
+  const dtypeOf = (name: string) => checkpoint.tensors.get(name)!.dtype;
+  const tensors = new Map(
+    [...checkpoint.tensors].map(([name, t]) => {
+      if (placementOf(name, checkpoint.config, dtypeOf, 'int8') !== 'q8') return [name, t];
+      const [outDim, inDim] = t.shape;
+      const q = quantizeQ8(tensorToFloat32(t), outDim, inDim);
+      return [name, { ...t, dtype: 'F32' as const, data: float32ToBytes(dequantizeQ8(q.values, q.scales, outDim, inDim), 'F32') }];
+    }),
+  );
+  for (const set of checkpoint.streamSets) {
+    for (const name of set.tensors.keys()) assert.notEqual(placementOf(name, set.config, (n) => set.tensors.get(n)!.dtype, 'int8'), 'q8', `${name} of P = ${set.P}`);
+  }
+  return { ...checkpoint, tensors };
+}
+
+describe('dynamic P with int8 weights (wasm)', () => {
+  for (const dtype of ['F32', 'BF16'] as const) {
+    let folders: Folders;
+    before(async () => {
+      folders = await writeFolders(dtype);
+    });
+
+    it(`${dtype}: one int8 load runs every P, each equal to the reference on the dequantized weights (1e-4); the stream sets stay as stored`, async () => {
+      const int8 = (await loadModel(folders.dynamic, { backend: 'wasm', threads: 2, maxChunk: 3, maxContext: 32, weights: 'int8' })) as WasmModel;
+      const stored = (await loadModel(folders.dynamic, { backend: 'wasm', threads: 1, maxContext: 32 })) as WasmModel;
+      models.push(int8, stored);
+      assert.equal(int8.weights, 'int8');
+      assert.deepEqual(int8.streamSets, ALL_P);
+      assert.equal(int8.config.parscaleN, 8);
+      assert.ok(int8.memoryBytes < stored.memoryBytes, `int8 ${int8.memoryBytes} bytes, stored ${stored.memoryBytes}`);
+      const checkpoint = await loadCheckpoint(folders.dynamic);
+      const dequantized = ReferenceModel.fromCheckpoint(dequantizedBackbone(checkpoint));
+      const exact = ReferenceModel.fromCheckpoint(checkpoint);
+      const bare = (model: WasmModel) => (model.withStreams(1) as WasmModel).weightBytes;
+      for (const P of [4, 1, 8, 2, 4]) {
+        const view = int8.withStreams(P) as WasmModel;
+        assert.equal(view.config.parscaleN, P);
+        assert.equal(view.weights, 'int8');
+        const got = run(view);
+        const want = run(dequantized.withStreams(P));
+        got.forEach((row, t) => assert.ok(relativeError(row, want[t]) < 1e-4, `P = ${P}, row ${t}: ${relativeError(row, want[t])}`));
+        // it did quantize: the unquantized weights give other logits
+        const unquantized = run(exact.withStreams(P));
+        assert.ok(got.some((row, t) => relativeError(row, unquantized[t]) > 1e-5), `P = ${P}: int8 logits equal the unquantized ones`);
+        // the aggregation layer of each P is kept as stored: the bytes a view adds to the backbone are the same
+        assert.equal(view.weightBytes - bare(int8), (stored.withStreams(P) as WasmModel).weightBytes - bare(stored), `P = ${P}`);
+      }
+    });
+  }
+});
+
 describe('dynamic P per request: TextModel and the CLI', () => {
   let folders: Folders;
   before(async () => {
@@ -273,7 +331,24 @@ describe('dynamic P per request: TextModel and the CLI', () => {
         ...SETS.map(({ P, T }) => [P, kv * P * T + P * H * H + H + P * H + P, `streams-P${P}.safetensors`]),
       ],
     );
+    // int8 weights with a P: the stream sets load with the quantized backbone
+    const int8Dump = JSON.parse(cli(['dump', '--model', folders.dynamic, '--ids', '1,2,3', '--P', '4', '--backend', 'wasm', '--weights', 'int8', '--out', '-']));
+    assert.equal(int8Dump.P, 4);
+    // the wasm memory holds every stream set, the cache sized for the largest P (8) and prefix (5, of P = 4)
+    const cacheBytes = (P: number, T: number, positions: number) => backbone.numLayers * 2 * P * backbone.numKvHeads * backbone.headDim * 4 * (T + positions);
+    for (const weights of ['stored', 'int8']) {
+      const memory = info.wasm_memory[weights];
+      assert.equal(memory.kv_cache_bytes, cacheBytes(8, 5, memory.max_context), weights);
+    }
+    const bareInfo = JSON.parse(cli(['info', '--model', folders.backbone, '--json']));
+    assert.ok(info.wasm_memory.int8.weight_bytes > bareInfo.wasm_memory.int8.weight_bytes, 'the stream sets are counted');
+    assert.equal(
+      info.wasm_memory.stored.weight_bytes - bareInfo.wasm_memory.stored.weight_bytes,
+      info.wasm_memory.int8.weight_bytes - bareInfo.wasm_memory.int8.weight_bytes,
+      'the stream sets take the same bytes with int8 weights: they are never quantized',
+    );
     const infoP2 = JSON.parse(cli(['info', '--model', folders.dynamic, '--P', '2', '--json']));
+    assert.deepEqual(infoP2.wasm_memory, info.wasm_memory, 'every P runs in the same memory');
     assert.equal(infoP2.P, 2);
     assert.equal(infoP2.prefix_tokens, 3);
     assert.match(cli(['info', '--model', folders.dynamic]), /stream sets +P = 1, 2, 4, 8 on one backbone/);
@@ -452,6 +527,26 @@ describe('dynamic P: every bad folder has its own error', () => {
     await rejectsWithCheckpointError(loadCheckpoint(dir), { code: 'TENSOR_UNEXPECTED', file, tensor: 'model.norm.weight', message: [/backbone tensors belong in model.safetensors/] });
     rewriteSet(file, (name) => (name === 'model.norm.weight' ? undefined : 'keep'), [{ name: 'model.layers.2.self_attn.prefix_k', shape: [2, 2, 3, 4] }]);
     await rejectsWithCheckpointError(loadCheckpoint(dir), { code: 'TENSOR_UNEXPECTED', file, tensor: 'model.layers.2.self_attn.prefix_k', message: [/num_hidden_layers: 2/] });
+  });
+
+  it('the streaming loader (wasm, stored or int8) checks every stream set from its header first, as loadCheckpoint does', async () => {
+    const dir = fresh();
+    editConfig(dir, (json) => (json[STREAM_SETS_KEY]['4'].parscale_n_tokens = 7));
+    const expected = {
+      code: 'TENSOR_SHAPE' as const,
+      file: join(dir, 'streams-P4.safetensors'),
+      tensor: 'model.layers.0.self_attn.prefix_k',
+      message: [/parscale_n_tokens 7/, /implies \[4,2,7,4\]/],
+    };
+    // openCheckpoint reads headers only (synchronously): the error comes before any tensor data
+    throwsCheckpointError(() => openCheckpoint(dir), expected);
+    for (const weights of ['stored', 'int8'] as const) {
+      await rejectsWithCheckpointError(WasmModel.load(dir, { threads: 1, weights }), expected);
+      await rejectsWithCheckpointError(loadModel(dir, { backend: 'wasm', threads: 1, weights }), expected);
+    }
+    const missing = fresh();
+    rmSync(join(missing, 'streams-P2.safetensors'));
+    await rejectsWithCheckpointError(WasmModel.load(missing, { threads: 1, weights: 'int8' }), { code: 'FILE_NOT_FOUND', file: join(missing, 'streams-P2.safetensors'), message: [/stream set file not found/] });
   });
 
   it('an unknown P, asked of the loader, a loaded model, TextModel and generate', async () => {

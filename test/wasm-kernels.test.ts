@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import * as oracle from '../src/reference/kernels.ts';
+import { Q8_GROUP, dequantizeQ8, matmul_q8 as oracleMatmulQ8, q8Groups, quantizeQ8 } from '../src/reference/q8.ts';
 import { WasmKernels, type WeightFormat } from '../src/wasm-bridge/kernels.ts';
 import { randomArray, rng } from './helpers/random-model.ts';
 
@@ -186,6 +187,180 @@ describe('wasm kernels against the TypeScript oracle', () => {
           }),
       ),
       { numRuns: 150 },
+    );
+  });
+
+  // ---- matmul_q8 -----------------------------------------------------------------------------
+
+  /**
+   * Random float32 weights for quantization: rows of one magnitude, with an outlier now and then
+   * (the case per-group scales are for), and whole zero groups (scale 0).
+   */
+  function q8Source(random: () => number, outDim: number, inDim: number, scale: number): Float32Array {
+    const w = randomArray(random, outDim * inDim, scale);
+    for (let i = 0; i < w.length; i++) {
+      const u = random();
+      if (u < 0.01) w[i] *= 100;
+      else if (u < 0.02) w[i] = 0;
+    }
+    if (outDim * inDim > Q8_GROUP && random() < 0.3) w.fill(0, 0, Q8_GROUP);
+    return w;
+  }
+
+  const q8Shapes = fc.record({
+    rows: fc.integer({ min: 1, max: 11 }),
+    // non-multiples of 4, 8 and 32, and the real-shape remainders (896 = 28 · 32, 4864 = 152 · 32)
+    inDim: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 }), fc.constantFrom(896, 1000)),
+    outDim: fc.integer({ min: 1, max: 23 }),
+    withBias: fc.boolean(),
+    xScale: magnitudes,
+    wScale: fc.constantFrom(1e-3, 1, 1e2, 1e5),
+    seed: fc.integer({ min: 0, max: 2 ** 31 }),
+    range: fc.tuple(fc.nat(), fc.nat()),
+  });
+
+  it('matmul_q8: within the f32-summation bound of its twin (dequantize, then the oracle matmul), only inside [oStart, oEnd)', () => {
+    fc.assert(
+      fc.property(q8Shapes, ({ rows, inDim, outDim, withBias, xScale, wScale, seed, range }) =>
+        scoped(() => {
+          const random = rng(seed);
+          const x = randomArray(random, rows * inDim, xScale);
+          const q = quantizeQ8(q8Source(random, outDim, inDim, wScale), outDim, inDim);
+          const bias = withBias ? randomArray(random, outDim, wScale * xScale) : null;
+          const expected = new Float32Array(rows * outDim);
+          oracleMatmulQ8(expected, x, q.values, q.scales, bias, rows, inDim, outDim);
+          const dequantized = dequantizeQ8(q.values, q.scales, outDim, inDim);
+          const [xp, wp, sp] = [kernels.f32(x).ptr, kernels.i8(q.values).ptr, kernels.u16(q.scales).ptr];
+          const bp = bias ? kernels.f32(bias).ptr : null;
+
+          const out = kernels.f32(rows * outDim + 1);
+          out.array.fill(NaN);
+          const [a, b] = [range[0] % (outDim + 1), range[1] % (outDim + 1)];
+          const [oStart, oEnd] = [Math.min(a, b), Math.max(a, b)];
+          kernels.matmul_q8(out.ptr, xp, wp, sp, bp, rows, inDim, outDim, oStart, oEnd);
+          for (let r = 0; r < rows; r++) {
+            for (let o = 0; o < outDim; o++) {
+              const inside = o >= oStart && o < oEnd;
+              assert.equal(Number.isNaN(out.array[r * outDim + o]), !inside, `out[${r}, ${o}] written: ${!inside}, range [${oStart}, ${oEnd})`);
+            }
+          }
+          assert.ok(Number.isNaN(out.array[rows * outDim]), 'wrote past the end of out');
+
+          // rows < 3, group sums: each term q·s·x passes its product q·x, at most 8 additions in its
+          // group's lane (32 / 4), the rounding of (group sum)·s, one addition per group into the
+          // output's lane, 2 lane-sum additions, up to 3 tail additions and the bias: k = groups + 15.
+          // rows ≥ 3: matmul_f32 on q · s (exact), k = inDim/4 + 7. Plus the oracle's final rounding.
+          const k = rows < 3 ? q8Groups(inDim) + 15 : Math.floor(inDim / 4) + 7;
+          kernels.matmul_q8(out.ptr, xp, wp, sp, bp, rows, inDim, outDim);
+          assertClose(out.array.subarray(0, rows * outDim), expected, (i) => {
+            const r = Math.floor(i / outDim);
+            const o = i % outDim;
+            let sumAbs = bias ? Math.abs(bias[o]) : 0;
+            for (let j = 0; j < inDim; j++) sumAbs += Math.abs(dequantized[o * inDim + j] * x[r * inDim + j]);
+            return (gamma(k) + u) * sumAbs + 1e-38;
+          }, `matmul_q8 rows ${rows} in ${inDim} out ${outDim}`);
+
+          // from 3 rows it is matmul_f32 on the dequantized weights, operation for operation
+          if (rows >= 3) {
+            const viaF32 = kernels.f32(rows * outDim);
+            kernels.matmul_f32(viaF32.ptr, xp, kernels.f32(dequantized).ptr, bp, rows, inDim, outDim);
+            assert.deepEqual(new Uint32Array(out.array.slice(0, rows * outDim).buffer), new Uint32Array(viaF32.array.slice().buffer), 'matmul_q8 ≠ matmul_f32 on q · s');
+          }
+
+        }),
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('matmul_q8: any split of the output rows gives the same bits as the whole product', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 40 }), fc.array(fc.nat(), { maxLength: 5 }), fc.integer({ min: 0, max: 2 ** 31 }), (rows, inDim, outDim, cuts, seed) =>
+        scoped(() => {
+          const random = rng(seed);
+          const x = kernels.f32(randomArray(random, rows * inDim, 1)).ptr;
+          const q = quantizeQ8(q8Source(random, outDim, inDim, 1), outDim, inDim);
+          const [w, scales] = [kernels.i8(q.values).ptr, kernels.u16(q.scales).ptr];
+          const bias = kernels.f32(randomArray(random, outDim, 1)).ptr;
+          const whole = kernels.f32(rows * outDim);
+          const pieces = kernels.f32(rows * outDim);
+          kernels.matmul_q8(whole.ptr, x, w, scales, bias, rows, inDim, outDim);
+          const bounds = [0, ...cuts.map((c) => c % (outDim + 1)), outDim].sort((a, b) => a - b);
+          for (let i = 0; i + 1 < bounds.length; i++) kernels.matmul_q8(pieces.ptr, x, w, scales, bias, rows, inDim, outDim, bounds[i], bounds[i + 1]);
+          assert.deepEqual(new Uint32Array(pieces.array.slice().buffer), new Uint32Array(whole.array.slice().buffer));
+        }),
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('matmul_q8 widens every int8 value exactly, in every lane position of the vector blocks and the tail', () =>
+    scoped(() => {
+      // Row o holds value v = (o % 255) − 127 at input o % inDim, zeros elsewhere; scale 1 (bf16 0x3f80).
+      // With x = 1 the output is exactly v, whichever path (8-block, 4-block, scalar tail) reads it.
+      const inDim = 15; // one 8-block, one 4-block, three tail inputs
+      const outDim = 255 * inDim;
+      const values = new Int8Array(outDim * inDim);
+      for (let o = 0; o < outDim; o++) values[o * inDim + (o % inDim)] = (o % 255) - 127;
+      const scales = new Uint16Array(outDim).fill(0x3f80);
+      const out = kernels.f32(outDim);
+      kernels.matmul_q8(out.ptr, kernels.f32(new Float32Array(inDim).fill(1)).ptr, kernels.i8(values).ptr, kernels.u16(scales).ptr, null, 1, inDim, outDim);
+      for (let o = 0; o < outDim; o++) assert.equal(out.array[o], (o % 255) - 127, `row ${o}, input ${o % inDim}`);
+    }));
+
+  it('quantize_q8 (the loader’s quantizer) writes exactly the bytes of quantizeRowsQ8, from f32, bf16 and f16, for any row range', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...formats), fc.integer({ min: 1, max: 9 }), fc.oneof(fc.integer({ min: 1, max: 100 }), fc.constant(896)), fc.constantFrom(1e-30, 1e-3, 1, 1e4), fc.tuple(fc.nat(), fc.nat()), fc.integer({ min: 0, max: 2 ** 31 }), (format, rows, inDim, scale, range, seed) =>
+        scoped(() => {
+          const random = rng(seed);
+          const source = randomWeights(random, format, rows * inDim, scale);
+          // the oracle quantizes the decoded float32 values
+          const expected = quantizeQ8(source.values, rows, inDim);
+          const values = kernels.i8(rows * inDim);
+          const scales = kernels.u16(rows * q8Groups(inDim));
+          values.array.fill(99);
+          const [a, b] = [range[0] % (rows + 1), range[1] % (rows + 1)];
+          const [rStart, rEnd] = [Math.min(a, b), Math.max(a, b)];
+          kernels.quantize_q8(values.ptr, scales.ptr, place(source.raw), format, rows, inDim, rStart, rEnd);
+          const g = q8Groups(inDim);
+          assert.deepEqual(values.array.slice(rStart * inDim, rEnd * inDim), expected.values.slice(rStart * inDim, rEnd * inDim), 'values');
+          assert.deepEqual(scales.array.slice(rStart * g, rEnd * g), expected.scales.slice(rStart * g, rEnd * g), 'scales');
+          assert.ok(values.array.subarray(0, rStart * inDim).every((v) => v === 99) && values.array.subarray(rEnd * inDim).every((v) => v === 99), 'wrote outside its rows');
+        }),
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('quantize_q8 marks a group holding NaN or ±Infinity with a non-finite scale (the loader reports it)', () =>
+    scoped(() => {
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        const inDim = 70;
+        const w = randomArray(rng(1), 2 * inDim, 1);
+        w[inDim + 40] = bad; // row 1, group 1
+        const values = kernels.i8(2 * inDim);
+        const scales = kernels.u16(2 * q8Groups(inDim));
+        kernels.quantize_q8(values.ptr, scales.ptr, kernels.f32(w).ptr, 'f32', 2, inDim);
+        const nonFinite = [...scales.array].map((s, j) => ((s & 0x7f80) === 0x7f80 ? j : -1)).filter((j) => j >= 0);
+        assert.deepEqual(nonFinite, [q8Groups(inDim) + 1], `${bad}`);
+      }
+    }));
+
+  it('dequantize_row_q8 gives the oracle’s q · s to the bit', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 130 }), fc.constantFrom(1e-30, 1e-3, 1, 1e6), fc.integer({ min: 0, max: 2 ** 31 }), (outDim, inDim, scale, seed) =>
+        scoped(() => {
+          const random = rng(seed);
+          const q = quantizeQ8(q8Source(random, outDim, inDim, scale), outDim, inDim);
+          const expected = dequantizeQ8(q.values, q.scales, outDim, inDim);
+          const [w, s, row] = [kernels.i8(q.values).ptr, kernels.u16(q.scales).ptr, kernels.f32(inDim)];
+          for (let o = 0; o < outDim; o++) {
+            kernels.dequantize_row_q8(row.ptr, w, s, inDim, o);
+            assert.deepEqual(new Uint32Array(row.array.slice().buffer), new Uint32Array(expected.slice(o * inDim, (o + 1) * inDim).buffer), `row ${o}`);
+          }
+        }),
+      ),
+      { numRuns: 100 },
     );
   });
 

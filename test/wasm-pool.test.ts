@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { WasmKernels, type WeightFormat } from '../src/wasm-bridge/kernels.ts';
 import { KernelPool, outputRange } from '../src/wasm-bridge/pool.ts';
+import { quantizeQ8 } from '../src/reference/q8.ts';
 import { randomArray, rng } from './helpers/random-model.ts';
 
 const bits = (a: Float32Array) => new Uint32Array(a.slice().buffer);
@@ -15,7 +16,8 @@ describe('kernel pool', () => {
   let two: KernelPool;
   let three: KernelPool;
   before(async () => {
-    [one, two, three] = await Promise.all([KernelPool.create(kernels, 1), KernelPool.create(kernels, 2), KernelPool.create(kernels, 3)]);
+    // with a matmul_q8 scratch for inDim ≤ 200 per thread
+    [one, two, three] = await Promise.all([KernelPool.create(kernels, 1, 200), KernelPool.create(kernels, 2, 200), KernelPool.create(kernels, 3, 200)]);
   });
   after(async () => {
     await Promise.all([one.close(), two.close(), three.close()]);
@@ -69,6 +71,31 @@ describe('kernel pool', () => {
         },
       ),
       { numRuns: 200 },
+    );
+  });
+
+  it('int8 weights: 1, 2 and 3 threads give the same bits as matmul_q8 called directly', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 200 }), fc.integer({ min: 1, max: 150 }), fc.boolean(), fc.integer({ min: 0, max: 2 ** 31 }), (rows, inDim, outDim, withBias, seed) => {
+        const mark = kernels.mark();
+        try {
+          const random = rng(seed);
+          const x = kernels.f32(randomArray(random, rows * inDim, 1)).ptr;
+          const q = quantizeQ8(randomArray(random, outDim * inDim, 1), outDim, inDim);
+          const matrix = { ptr: kernels.i8(q.values).ptr, format: 'q8' as const, scales: kernels.u16(q.scales).ptr };
+          const bias = withBias ? kernels.f32(randomArray(random, outDim, 1)).ptr : null;
+          const direct = kernels.f32(rows * outDim);
+          kernels.linear(matrix, direct.ptr, x, bias, rows, inDim, outDim);
+          for (const pool of [one, two, three]) {
+            const out = kernels.f32(rows * outDim);
+            pool.linear(matrix, out.ptr, x, bias, rows, inDim, outDim);
+            assert.deepEqual(bits(out.array), bits(direct.array), `${pool.threads} threads`);
+          }
+        } finally {
+          kernels.release(mark);
+        }
+      }),
+      { numRuns: 150 },
     );
   });
 

@@ -6,6 +6,7 @@
 //   npx tsx tools/make-checkpoint.ts --preset parscale-1.8b --P 4 --out /tmp/p4
 //   npx tsx tools/make-checkpoint.ts --preset qwen2.5-0.5b --out /tmp/qwen05 --dtype bf16
 //   npx tsx tools/make-checkpoint.ts --preset parscale-1.8b --hidden 1792 --intermediate 9728 --out /tmp/eq
+//   npx tsx tools/make-checkpoint.ts --preset parscale-3b --P 8 --config-only --out /tmp/p3b-p8   (config.json only, for `parscale info`)
 // Shape flags (--hidden, --intermediate, --layers, --heads, --kv-heads, --vocab, --tied,
 // --max-position, --rope-theta) override the preset's fields one by one.
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -29,6 +30,8 @@ export interface Shape {
 export const PRESETS: Record<string, Shape> = {
   // ParScale/ParScale-1.8B-P{1,2,4,8}
   'parscale-1.8b': { hidden_size: 1536, intermediate_size: 8320, num_hidden_layers: 36, num_attention_heads: 16, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true, max_position_embeddings: 2048, rope_theta: 10000 },
+  // ParScale/ParScale-3B-P{1,2,4,8}-* shape (SPEC.md's example, ParScale-3B-P8-Pile)
+  'parscale-3b': { hidden_size: 2048, intermediate_size: 11008, num_hidden_layers: 36, num_attention_heads: 16, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true, max_position_embeddings: 2048, rope_theta: 10000 },
   // Qwen/Qwen2.5-0.5B
   'qwen2.5-0.5b': { hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true, max_position_embeddings: 32768, rope_theta: 1000000 },
   // the placeholder default model: real Qwen vocabulary, tiny everything else
@@ -75,6 +78,8 @@ export interface MakeCheckpointOptions {
   /** Largest shard in bytes; bigger checkpoints are sharded like Hugging Face does. */
   maxShardBytes: number;
   extraConfig?: Record<string, unknown>;
+  /** Write config.json only (no weights): enough for `parscale info` on shapes too large to write. */
+  configOnly?: boolean;
 }
 
 export function makeCheckpoint(options: MakeCheckpointOptions): void {
@@ -124,6 +129,7 @@ export function makeCheckpoint(options: MakeCheckpointOptions): void {
   };
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'config.json'), JSON.stringify(configJson, null, 2) + '\n');
+  if (options.configOnly) return;
 
   // group tensors into shards of at most maxShardBytes, in the expected order
   const shards: [string, number[]][][] = [[]];
@@ -198,7 +204,7 @@ export function shapeFromFlags(preset: string, flags: Record<string, string | un
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('make-checkpoint.ts')) {
   const usage =
-    `usage: tsx tools/make-checkpoint.ts --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--P N] [--prefix-tokens T] [--dtype bf16|f16|f32] [--seed N] [--tokenizer DIR]\n` +
+    `usage: tsx tools/make-checkpoint.ts --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--P N] [--prefix-tokens T] [--dtype bf16|f16|f32] [--seed N] [--tokenizer DIR] [--config-only]\n` +
     '       shape overrides: [--hidden H] [--intermediate I] [--layers L] [--heads nH] [--kv-heads nKV] [--vocab V] [--tied true|false] [--max-position N] [--rope-theta X]';
   const { values } = parseArgs({
     options: {
@@ -221,11 +227,13 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
       tied: { type: 'string' },
       'max-position': { type: 'string' },
       'rope-theta': { type: 'string' },
+      'config-only': { type: 'boolean' },
     },
   });
   let shape: Shape;
   try {
-    shape = shapeFromFlags(values.preset!, values);
+    const { 'config-only': _configOnly, ...shapeFlags } = values;
+    shape = shapeFromFlags(values.preset!, shapeFlags);
   } catch (error) {
     console.error(`${(error as Error).message}\n${usage}`);
     process.exit(2);
@@ -245,6 +253,7 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
     seed: Number(values.seed),
     maxShardBytes: Number(values['max-shard-mb']) * 1e6,
     extraConfig: values.notice ? { parscale_notice: values.notice } : undefined,
+    configOnly: values['config-only'],
   });
   if (values.tokenizer) {
     for (const file of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(values.tokenizer, file), join(out, file));

@@ -7,7 +7,7 @@ import { closeSync, existsSync, readFileSync, readdirSync, statSync } from 'node
 import { join, resolve } from 'node:path';
 import { type ModelConfig, expectedTensors, readConfig } from './config.ts';
 import { CheckpointError, abortError } from './errors.ts';
-import { type DType, type TensorInfo, bytesToFloat32, openForReading, readSafetensorsHeader, readTensorRange } from './safetensors.ts';
+import { DTYPE_BYTES, type DType, type TensorInfo, bytesToFloat32, openForReading, readSafetensorsHeader, readTensorRange } from './safetensors.ts';
 import { STREAM_SETS_KEY, type StreamSetSpec, expectedStreamTensors, isStreamTensor, readStreamSetSpecs, streamSetConfig } from './stream-sets.ts';
 
 export interface RawTensor {
@@ -75,32 +75,104 @@ const CHUNK_BYTES = 16 << 20;
 /** Give the event loop a turn after this many bytes, so an abort (or a progress bar) can run. */
 const YIELD_EVERY_BYTES = 64 << 20;
 
+/** A checkpoint folder whose config and headers have been read and checked, before any tensor data. */
+export interface OpenedCheckpoint {
+  /** the model folder (absolute path) */
+  dir: string;
+  config: ModelConfig;
+  /** exactly the tensors of expectedTensors(config), in that order: where each is stored */
+  tensors: Map<string, TensorInfo>;
+  /** total bytes of tensor data, as stored (the stream sets not included) */
+  weightBytes: number;
+  /** the stream sets stored next to the backbone (config.json "parscale_stream_sets"), by P, headers checked */
+  streamSets: OpenedStreamSet[];
+}
+
+/** A stream set of an opened checkpoint: as StreamSet, with where each tensor is stored instead of its bytes. */
+export interface OpenedStreamSet extends Omit<StreamSet, 'tensors'> {
+  /** exactly the tensors of expectedStreamTensors(config), in that order */
+  tensors: Map<string, TensorInfo>;
+}
+
+/**
+ * Where a tensor's bytes go as they are read (readTensorsInto): straight into an array of exactly
+ * `byteLength` bytes, or, piece by piece, to a PieceDestination.
+ */
+export type TensorDestination = Uint8Array | PieceDestination;
+
+export interface PieceDestination {
+  /**
+   * Receives the tensor in order, in pieces of whole rows (rows of its last dimension) of at most
+   * pieceBytes(info) bytes. A piece is only valid during the call: its buffer is reused.
+   */
+  write(piece: Uint8Array, firstRow: number, rows: number): void;
+  /** Where to read the pieces into (at least pieceBytes(info) long); default: a buffer of the loader's. */
+  scratch?: Uint8Array;
+}
+
+/** The largest piece a PieceDestination of this tensor receives: whole rows, about 16 MB (at least one row). */
+export function pieceBytes(info: Pick<TensorInfo, 'dtype' | 'shape' | 'byteLength'>): number {
+  const rowBytes = (info.shape.at(-1) ?? 1) * DTYPE_BYTES[info.dtype];
+  if (rowBytes === 0) return 0;
+  return Math.min(info.byteLength, Math.max(1, Math.floor(CHUNK_BYTES / rowBytes)) * rowBytes);
+}
+
+/**
+ * Check the checkpoint in folder `dir` without reading tensor data: the folder, config.json, the
+ * index, every header and every tensor's name, dtype and shape — the backbone's and every stream
+ * set's (locateStreamSet). Throws the CheckpointError that loadCheckpoint would.
+ */
+export function openCheckpoint(dir: string): OpenedCheckpoint {
+  const folder = resolve(dir);
+  checkIsFolder(folder);
+  const config = readConfig(folder);
+  const tensors = locateTensors(folder, config);
+  const bytesOf = (list: Map<string, TensorInfo>) => [...list.values()].reduce((sum, info) => sum + info.byteLength, 0);
+  const streamSets = readStreamSetSpecs(folder, config).map((spec) => {
+    const set = locateStreamSet(spec, config);
+    return { P: spec.P, file: spec.file, config: set.config, tensors: set.tensors, weightBytes: bytesOf(set.tensors) };
+  });
+  return { dir: folder, config, tensors, weightBytes: bytesOf(tensors), streamSets };
+}
+
 /**
  * Load the checkpoint in folder `dir`. Rejects with a CheckpointError (see its `code`) for any
  * problem with the folder, config.json, the index, a header or a tensor's name/shape — all
  * found before any tensor data is read — and with an 'AbortError' when `signal` fires.
  */
 export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Promise<Checkpoint> {
-  const { onProgress, signal } = options;
-  throwIfAborted(signal);
-  const folder = resolve(dir);
-  checkIsFolder(folder);
-  const config = readConfig(folder);
-  const infos = locateTensors(folder, config);
-  const sets = readStreamSetSpecs(folder, config).map((spec) => ({ spec, ...locateStreamSet(spec, config) }));
-  throwIfAborted(signal);
-  const all = [...infos.values(), ...sets.flatMap((set) => [...set.tensors.values()])];
-  const data = await readTensorData(all, onProgress, signal);
-  const byName = (list: Iterable<TensorInfo>) => new Map([...list].map((info) => [info.name, data.get(info)!]));
-  const bytesOf = (list: Iterable<TensorInfo>) => [...list].reduce((sum, info) => sum + info.byteLength, 0);
-  const streamSets = sets.map(({ spec, config: setConfig, tensors }) => ({
-    P: spec.P,
-    file: spec.file,
-    config: setConfig,
-    tensors: byName(tensors.values()),
-    weightBytes: bytesOf(tensors.values()),
-  }));
-  return { dir: folder, config, tensors: byName(infos.values()), weightBytes: bytesOf(infos.values()), streamSets };
+  throwIfAborted(options.signal);
+  const opened = openCheckpoint(dir);
+  throwIfAborted(options.signal);
+  // keyed by TensorInfo: names repeat across stream-set files
+  const data = new Map<TensorInfo, RawTensor>();
+  await readTensorsInto(opened, (info) => {
+    const bytes = new Uint8Array(info.byteLength);
+    data.set(info, { name: info.name, dtype: info.dtype, shape: info.shape, data: bytes });
+    return bytes;
+  }, options);
+  const byName = (tensors: Map<string, TensorInfo>) => new Map([...tensors].map(([name, info]) => [name, data.get(info)!]));
+  return {
+    dir: opened.dir,
+    config: opened.config,
+    tensors: byName(opened.tensors),
+    weightBytes: opened.weightBytes,
+    streamSets: opened.streamSets.map((set) => ({ ...set, tensors: byName(set.tensors) })),
+  };
+}
+
+/**
+ * Read every tensor of an opened checkpoint once — the backbone's, then every stream set's — in
+ * file and offset order (the disk streams forward), handing its bytes to `destinationFor(info)`,
+ * so a caller can place or convert each tensor as it arrives and never hold a second copy of the
+ * whole checkpoint. `info` is the very TensorInfo object of `opened.tensors` or of a stream set's
+ * `tensors` (names repeat across stream-set files; tell them apart by identity). Progress and
+ * abort as for loadCheckpoint, over all files.
+ */
+export async function readTensorsInto(opened: OpenedCheckpoint, destinationFor: (info: TensorInfo) => TensorDestination, options: LoadOptions = {}): Promise<void> {
+  throwIfAborted(options.signal);
+  const all = [...opened.tensors.values(), ...opened.streamSets.flatMap((set) => [...set.tensors.values()])];
+  await readTensorData(all, destinationFor, options.onProgress, options.signal);
 }
 
 /** Decode a tensor to float32 (exact for all three stored dtypes). */
@@ -316,16 +388,17 @@ function streamsInShape(name: string, shape: number[], H: number): number | null
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Read every tensor's bytes, keyed by its TensorInfo (names repeat across stream-set files). */
+/** Read every tensor's bytes into its destination, file by file in offset order. */
 async function readTensorData(
   infos: TensorInfo[],
+  destinationFor: (info: TensorInfo) => TensorDestination,
   onProgress: LoadOptions['onProgress'],
   signal: AbortSignal | undefined,
-): Promise<Map<TensorInfo, RawTensor>> {
+): Promise<void> {
   const totalBytes = infos.reduce((sum, info) => sum + info.byteLength, 0);
-  const read = new Map<TensorInfo, RawTensor>();
   let loadedBytes = 0;
   let sinceYield = 0;
+  let scratch = new Uint8Array(0); // pieces for function destinations, reused
   for (const [file, list] of groupByFile(infos)) {
     const fileTotalBytes = list.reduce((sum, info) => sum + info.byteLength, 0);
     let fileLoadedBytes = 0;
@@ -333,12 +406,28 @@ async function readTensorData(
     try {
       for (const info of list) {
         throwIfAborted(signal);
-        const data = new Uint8Array(info.byteLength);
+        const destination = destinationFor(info);
+        if (destination instanceof Uint8Array && destination.byteLength !== info.byteLength) {
+          throw new RangeError(`destination for tensor "${info.name}" holds ${destination.byteLength} bytes, the tensor ${info.byteLength}`);
+        }
+        // piece destinations get whole rows: as many as fit in a chunk, at least one
+        const rowBytes = (info.shape.at(-1) ?? 1) * DTYPE_BYTES[info.dtype];
+        const step = destination instanceof Uint8Array || rowBytes === 0 ? CHUNK_BYTES : pieceBytes(info);
         let done = 0;
         // do…while: an empty tensor still gets its progress event
         do {
-          const length = Math.min(CHUNK_BYTES, info.byteLength - done);
-          readTensorRange(fd, info, data, done, length);
+          const length = Math.min(step, info.byteLength - done);
+          if (destination instanceof Uint8Array) readTensorRange(fd, info, destination, done, length);
+          else if (length > 0) {
+            let buffer = destination.scratch;
+            if (buffer === undefined) {
+              if (scratch.byteLength < length) scratch = new Uint8Array(length);
+              buffer = scratch;
+            }
+            if (buffer.byteLength < length) throw new RangeError(`scratch for tensor "${info.name}" holds ${buffer.byteLength} bytes, a piece ${length}`);
+            readTensorRange(fd, { ...info, byteOffset: info.byteOffset + done }, buffer, 0, length);
+            destination.write(buffer.subarray(0, length), done / rowBytes, length / rowBytes);
+          }
           done += length;
           fileLoadedBytes += length;
           loadedBytes += length;
@@ -350,13 +439,11 @@ async function readTensorData(
             throwIfAborted(signal);
           }
         } while (done < info.byteLength);
-        read.set(info, { name: info.name, dtype: info.dtype, shape: info.shape, data });
       }
     } finally {
       closeSync(fd);
     }
   }
-  return read;
 }
 
 /** Tensors grouped by file (files in name order, so shards go 1, 2, 3), each group in offset order. */

@@ -5,9 +5,9 @@ import { argmax } from '../generation/sampling.ts';
 import { BACKENDS, type BackendName, DEFAULT_BACKEND, loadModel } from '../load-model.ts';
 import { WasmModel } from '../wasm-bridge/model.ts';
 import { UsageError, numberOption, parseCommandLine, requiredOption } from './args.ts';
-import { streamsFrom } from './common.ts';
+import { streamsFrom, weightsFrom } from './common.ts';
 
-export const benchHelp = `Usage: parscale bench --model DIR [--backend wasm|reference] [--threads N] [--P N] [--prompt-tokens N] [--new-tokens N] [--runs N] [--json]
+export const benchHelp = `Usage: parscale bench --model DIR [--backend wasm|reference] [--threads N] [--P N] [--weights stored|int8] [--prompt-tokens N] [--new-tokens N] [--runs N] [--json]
 
 Measure prefill and decode speed and peak memory on random token ids (greedy decoding).
 Reports medians over --runs runs. With the wasm backend it also measures, in the same run, a
@@ -19,6 +19,7 @@ Options:
       --backend NAME     ${BACKENDS.join(' | ')} (default ${DEFAULT_BACKEND})
       --threads N        threads for the wasm backend (default: all cores)
       --P N              streams to run (dynamic P: 1, the model's own P or a stream set)
+      --weights W        wasm backend: stored (default) or int8 (matrices quantized at load)
       --prompt-tokens N  prompt length (default 64)
       --new-tokens N     tokens to decode (default 64)
       --runs N           repetitions; medians are reported (default 3)
@@ -37,6 +38,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     backend: { type: 'string' },
     threads: { type: 'string' },
     P: { type: 'string' },
+    weights: { type: 'string' },
     'prompt-tokens': { type: 'string' },
     'new-tokens': { type: 'string' },
     runs: { type: 'string' },
@@ -55,7 +57,10 @@ export async function benchCommand(args: string[]): Promise<number> {
   const newTokens = numberOption('new-tokens', values['new-tokens'], 64, { integer: true, min: 1 });
   const runs = numberOption('runs', values.runs, 3, { integer: true, min: 1 });
 
-  const model = await loadModel(dir, { backend, threads, P: streamsFrom(values), maxContext: promptTokens + newTokens });
+  const weights = weightsFrom(values, backend);
+  const loadStarted = performance.now();
+  const model = await loadModel(dir, { backend, threads, P: streamsFrom(values), weights, maxContext: promptTokens + newTokens });
+  const loadSeconds = (performance.now() - loadStarted) / 1000;
   try {
     const { vocabSize, parscaleN: P } = model.config;
     // a fixed pseudo-random prompt, the same for every run and backend
@@ -84,6 +89,8 @@ export async function benchCommand(args: string[]): Promise<number> {
       backend: model.backend,
       P,
       threads: model instanceof WasmModel ? model.threads : 1,
+      weights: model instanceof WasmModel ? model.weights : 'stored',
+      load_seconds: loadSeconds,
       prompt_tokens: promptTokens,
       new_tokens: newTokens,
       runs,

@@ -6,6 +6,7 @@ import type { GenerateOptions, GenerationResult } from '../generation/generate.t
 import type { LoadProgress } from '../checkpoint/load.ts';
 import { BACKENDS, type BackendName, DEFAULT_BACKEND } from '../load-model.ts';
 import { TextModel } from '../text-model.ts';
+import { WEIGHT_CHOICES, type WeightsChoice } from '../wasm-bridge/plan.ts';
 import { type OptionSpec, UsageError, numberOption } from './args.ts';
 
 export const modelFlags = {
@@ -13,6 +14,8 @@ export const modelFlags = {
   backend: { type: 'string' },
   threads: { type: 'string' },
   P: { type: 'string' },
+  weights: { type: 'string' },
+  'max-context': { type: 'string' },
   'no-progress': { type: 'boolean' },
 } satisfies OptionSpec;
 
@@ -26,13 +29,27 @@ export const samplingFlags = {
   stop: { type: 'string', multiple: true },
 } satisfies OptionSpec;
 
+/** --weights (the same choice for bench, dump and info). */
+export const weightsFlagHelp = `      --weights stored|int8  wasm backend: keep the matrices as stored (default, exact) or quantize them
+                             to int8 at load (half the memory of bf16, faster decode, small error)`;
+
 export const modelFlagsHelp = `  -m, --model DIR            model folder (config.json, *.safetensors, tokenizer.json)
       --backend NAME         ${BACKENDS.join(' | ')} (default ${DEFAULT_BACKEND})
       --threads N            threads for the wasm backend (default: all cores)
       --P N                  streams to run: 1 (the backbone alone), the model's own P or one of
                              its stream sets (see parscale info; default: its own P, else the
                              largest stream set)
+${weightsFlagHelp}
+      --max-context N        positions the wasm backend's KV cache holds (default: the model's, at most 4096)
       --no-progress          no load progress bar`;
+
+export function weightsFrom(values: Values, backend: BackendName): WeightsChoice | undefined {
+  const weights = values.weights as string | undefined;
+  if (weights === undefined) return undefined;
+  if (!(WEIGHT_CHOICES as readonly string[]).includes(weights)) throw new UsageError(`--weights must be one of ${WEIGHT_CHOICES.join(', ')}, got "${weights}"`);
+  if (weights !== 'stored' && backend === 'reference') throw new UsageError(`--weights ${weights} is an option of the wasm backend; the reference backend computes with the stored weights`);
+  return weights as WeightsChoice;
+}
 
 export const samplingFlagsHelp = `  -n, --max-new-tokens N     most tokens to generate (default: generation_config.json, else 256)
   -t, --temperature X        0 = greedy (default: generation_config.json, else greedy)
@@ -116,7 +133,9 @@ export async function loadTextModel(values: Values, signal?: AbortSignal): Promi
   const progress = progressBar(values['no-progress'] !== true);
   const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads as string, 1, { integer: true, min: 1 });
   const P = streamsFrom(values);
-  const model = await TextModel.load(dir, { backend, threads, P, onProgress: progress.onProgress, signal });
+  const maxContext = values['max-context'] === undefined ? undefined : numberOption('max-context', values['max-context'] as string, 1, { integer: true, min: 1 });
+  const weights = weightsFrom(values, backend);
+  const model = await TextModel.load(dir, { backend, threads, P, weights, maxContext, onProgress: progress.onProgress, signal });
   progress.done();
   if (model.notice !== null) process.stderr.write(`note: ${model.notice}\n`);
   return model;

@@ -14,9 +14,9 @@ import type { ForwardResult, LanguageModel } from '../backend.ts';
 import { argmax } from '../generation/sampling.ts';
 import { BACKENDS, type BackendName, loadModel } from '../load-model.ts';
 import { UsageError, idListOption, numberOption, parseCommandLine, requiredOption } from './args.ts';
-import { streamsFrom } from './common.ts';
+import { streamsFrom, weightsFrom } from './common.ts';
 
-export const dumpHelp = `Usage: parscale dump --model DIR --ids 1,2,3 [--decode K] [--hidden] [--backend NAME] [--P N] --out FILE.json
+export const dumpHelp = `Usage: parscale dump --model DIR --ids 1,2,3 [--decode K] [--hidden] [--backend NAME] [--P N] [--weights stored|int8] --out FILE.json
 
 Write the model's logits for a prompt of token ids, as JSON, for comparing backends.
 
@@ -28,6 +28,7 @@ Options:
   --backend NAME    ${BACKENDS.join(' | ')} (default reference: the oracle)
   --threads N       threads for the wasm backend (default: all cores)
   --P N             streams to run (dynamic P: 1, the model's own P or a stream set)
+  --weights W       wasm backend: stored (default) or int8 (matrices quantized at load)
   --out FILE        where to write the JSON ("-" for stdout)
   -h, --help        show this help`;
 
@@ -94,6 +95,7 @@ export async function dumpCommand(args: string[]): Promise<number> {
     backend: { type: 'string' },
     threads: { type: 'string' },
     P: { type: 'string' },
+    weights: { type: 'string' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -109,7 +111,8 @@ export async function dumpCommand(args: string[]): Promise<number> {
   if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got "${backend}"`);
 
   const threads = values.threads === undefined ? undefined : numberOption('threads', values.threads, 1, { integer: true, min: 1 });
-  const model = await loadModel(modelDir, { backend, threads, P: streamsFrom(values) });
+  const weights = weightsFrom(values, backend);
+  const model = await loadModel(modelDir, { backend, threads, P: streamsFrom(values), weights });
   try {
     const vocab = model.config.vocabSize;
     const bad = ids.find((id) => id >= vocab);

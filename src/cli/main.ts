@@ -1,6 +1,7 @@
 // `parscale COMMAND ...`: dispatch to a command; turn expected errors into one line on stderr.
 import { CheckpointError } from '../checkpoint/errors.ts';
 import { TokenizerError } from '../tokenizer/tokenizer.ts';
+import { WasmMemoryError } from '../wasm-bridge/plan.ts';
 import { UsageError } from './args.ts';
 import { benchCommand } from './bench.ts';
 import { chatCommand } from './chat.ts';
@@ -45,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`parscale ${name}: ${error.message}`);
       return 2;
     }
-    if (error instanceof CheckpointError || error instanceof TokenizerError) {
+    if (error instanceof CheckpointError || error instanceof TokenizerError || error instanceof WasmMemoryError) {
       console.error(`parscale ${name}: ${error.message}`);
       return 1;
     }

@@ -14,11 +14,28 @@ export type Ptr = number;
 /** How a weight matrix is stored: the kernels widen bf16 and f16 to f32 in registers. */
 export type WeightFormat = 'f32' | 'bf16' | 'f16';
 
+/** The `format` argument of quantize_q8. */
+export const SOURCE_FORMAT: Record<WeightFormat, number> = { f32: 0, bf16: 1, f16: 2 };
+
+/** A matrix's format in the kernels' memory: a stored width, or int8 with per-group scales (src/reference/q8.ts). */
+export type MatrixFormat = WeightFormat | 'q8';
+
+/** A weight matrix (outDim, inDim) in the kernels' memory. */
+export interface WeightMatrix {
+  ptr: Ptr;
+  format: MatrixFormat;
+  /** q8 only: the bf16 scales (outDim, ceil(inDim / 32)); 0 otherwise */
+  scales: Ptr;
+}
+
 /** The raw exports of assembly/kernels.ts (see the contract comments there). */
 export interface KernelExports {
   matmul_f32(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   matmul_bf16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
+  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number, scratch: Ptr): void;
+  dequantize_row_q8(out: Ptr, w: Ptr, scales: Ptr, inDim: number, row: number): void;
+  quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: number, rows: number, inDim: number, rStart: number, rEnd: number): void;
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, eps: number, rows: number, dim: number): void;
   rope(vec: Ptr, offset: number, numHeads: number, headDim: number, position: number, freqs: Ptr): void;
   softmax(x: Ptr, offset: number, n: number): void;
@@ -130,6 +147,16 @@ export class WasmKernels {
     return { ptr, length, array };
   }
 
+  /** An int8 array of `init` zeros, or a copy of `init` (q8 weight values). */
+  i8(init: number | ArrayLike<number>): { readonly ptr: Ptr; readonly length: number; readonly array: Int8Array } {
+    const length = typeof init === 'number' ? init : init.length;
+    const ptr = this.alloc(length);
+    const array = new Int8Array(this.memory.buffer, ptr, length);
+    if (typeof init === 'number') array.fill(0);
+    else array.set(init);
+    return { ptr, length, array };
+  }
+
   /** The allocation point, to free everything allocated after it with release(). */
   mark(): Ptr {
     return this.top;
@@ -163,6 +190,40 @@ export class WasmKernels {
 
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
     this.exports.matmul_f16(out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  /**
+   * matmul with W as int8 values w (outDim, inDim) and bf16 scales (outDim, ceil(inDim / 32)); see
+   * src/reference/q8.ts. scratch: 4 · inDim f32 (rows ≥ 3 dequantize into it); by default one is
+   * allocated for the call and freed after.
+   */
+  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim, scratch?: Ptr): void {
+    if (scratch !== undefined) {
+      this.exports.matmul_q8(out, x, w, scales, bias ?? 0, rows, inDim, outDim, oStart, oEnd, scratch);
+      return;
+    }
+    const mark = this.mark();
+    try {
+      this.exports.matmul_q8(out, x, w, scales, bias ?? 0, rows, inDim, outDim, oStart, oEnd, this.alloc(16 * inDim));
+    } finally {
+      this.release(mark);
+    }
+  }
+
+  /** out = m · x (+ bias) for a matrix in any format. */
+  linear(m: WeightMatrix, out: Ptr, x: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
+    if (m.format === 'q8') this.matmul_q8(out, x, m.ptr, m.scales, bias, rows, inDim, outDim, oStart, oEnd);
+    else this.matmul(m.format, out, x, m.ptr, bias, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  /** Row `row` of an int8 matrix (rows, inDim), dequantized into out (inDim) f32. */
+  dequantize_row_q8(out: Ptr, w: Ptr, scales: Ptr, inDim: number, row: number): void {
+    this.exports.dequantize_row_q8(out, w, scales, inDim, row);
+  }
+
+  /** Quantize rows [rStart, rEnd) of source (rows, inDim) in `format` to int8 values + bf16 scales: quantizeRowsQ8 of src/reference/q8.ts. */
+  quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: WeightFormat, rows: number, inDim: number, rStart = 0, rEnd = rows): void {
+    this.exports.quantize_q8(values, scales, source, SOURCE_FORMAT[format], rows, inDim, rStart, rEnd);
   }
 
   /** out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight.  x, out (rows, dim); out may alias x. */

@@ -3,7 +3,11 @@
 // pool of worker threads. Read the reference first; the comments here only explain what differs.
 //
 // - Matrix weights stay in their stored width (bf16, f16 or f32) and are widened in registers, so
-//   a decode step reads every weight byte exactly once for all P streams.
+//   a decode step reads every weight byte exactly once for all P streams. With `weights: 'int8'`
+//   the large matrices are quantized at load instead (src/reference/q8.ts; which tensors: plan.ts).
+// - Loading streams: the WebAssembly memory is sized from the headers alone (plan.ts checks the
+//   budget before any weight is read), then each tensor is read straight into its place, or
+//   quantized / widened piece by piece as it arrives, so no second copy of the weights exists.
 // - Everything is allocated once, at load: weights, activations for a chunk of up to `maxChunk`
 //   prompt tokens (longer prompts run chunk by chunk), and the KV cache for `maxContext`
 //   positions. The memory never grows during inference.
@@ -14,12 +18,14 @@
 //   and aggregation layer. Buffers and the cache are sized for the largest P and prefix length.
 import { availableParallelism } from 'node:os';
 import type { ForwardOptions, ForwardResult, LanguageModel, SequenceState } from '../backend.ts';
-import type { ModelConfig } from '../checkpoint/config.ts';
-import { type Checkpoint, type RawTensor, tensorToFloat32 } from '../checkpoint/load.ts';
-import { availableStreamCounts, backboneConfig, unknownStreamCountError } from '../checkpoint/stream-sets.ts';
-import { f16ToFloat } from '../checkpoint/safetensors.ts';
+import { type ModelConfig, expectedTensors } from '../checkpoint/config.ts';
+import { type Checkpoint, type LoadOptions, type TensorDestination, openCheckpoint, pieceBytes, readTensorsInto } from '../checkpoint/load.ts';
+import { type DType, DTYPE_BYTES, bytesToFloat32, f16ToFloat } from '../checkpoint/safetensors.ts';
+import { availableStreamCounts, backboneConfig, expectedStreamTensors, unknownStreamCountError } from '../checkpoint/stream-sets.ts';
 import { ropeFrequencies } from '../reference/kernels.ts';
-import { type Ptr, type WeightFormat, WasmKernels } from './kernels.ts';
+import { q8Groups, quantizeRowsQ8 } from '../reference/q8.ts';
+import { type Ptr, type WeightFormat, type WeightMatrix, WasmKernels } from './kernels.ts';
+import { type WeightsChoice, WEIGHT_CHOICES, checkWasmMemory, placementOf, plannedStreamSets } from './plan.ts';
 import { KernelPool } from './pool.ts';
 
 export interface WasmModelOptions {
@@ -29,11 +35,21 @@ export interface WasmModelOptions {
   maxContext?: number;
   /** Prompt tokens processed per pass (default 64): bounds the activation memory. */
   maxChunk?: number;
+  /**
+   * How the large matrices are kept: "stored" (default: their stored bf16/f16/f32, exact) or
+   * "int8" (quantized at load with a bf16 scale per 32 inputs: about half the memory of bf16 and
+   * fewer bytes to read per token, at a small accuracy cost; see docs/performance.md).
+   */
+  weights?: WeightsChoice;
 }
 
-interface Matrix {
-  ptr: Ptr;
-  format: WeightFormat;
+type Matrix = WeightMatrix;
+
+/** What the loader must know of a tensor before its bytes arrive. */
+interface TensorLayout {
+  name: string;
+  dtype: DType;
+  shape: number[];
 }
 
 interface WasmLayer {
@@ -57,9 +73,20 @@ interface WasmLayer {
 /** f32 multiply-adds per iteration of assembly's madd_peak (see its contract comment) */
 const MADD_PER_ITERATION = 48; // twelve f32x4 accumulators, one mul + one add each
 
-const FORMAT: Record<RawTensor['dtype'], WeightFormat> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
+const FORMAT: Record<DType, WeightFormat> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
 
-type Aggregation = { w0: Matrix; b0: Ptr; w2: Matrix; b2: Ptr };
+/** The aggregation layer: both matrices in one stored format (never int8), or both float32. */
+type Aggregation = { w0: Matrix & { format: WeightFormat }; b0: Ptr; w2: Matrix & { format: WeightFormat }; b2: Ptr };
+
+/** Where one part's tensors (the backbone's, or a stream set's) were placed, by name. */
+interface PlacedTensors {
+  matrices: Map<string, Matrix>;
+  vectors: Map<string, Ptr>;
+  /** the prefixes, float32 outside the WebAssembly memory */
+  host: Map<string, Float32Array>;
+  /** bytes of the WebAssembly memory its aggregation layer takes (0 without one) */
+  aggregationBytes: number;
+}
 
 /** What all stream-count views of one loaded backbone share besides the memory. */
 interface Shared {
@@ -69,6 +96,8 @@ interface Shared {
   dir: string;
   /** the view of each P */
   views: Map<number, WasmModel>;
+  /** bytes of weights held in the kernels' memory: the backbone and every stream set */
+  weightBytes: number;
 }
 
 class WasmSequence implements SequenceState {
@@ -96,12 +125,14 @@ export class WasmModel implements LanguageModel {
     private readonly weightsStart: Ptr,
     readonly maxContext: number,
     readonly maxChunk: number,
-    private readonly buffers: Record<'x' | 'xb' | 'q' | 'k' | 'v' | 'heads' | 'delta' | 'gate' | 'up' | 'scores' | 'streams' | 'y' | 'aggWeights' | 'aggScratch' | 'logits', Ptr>,
+    private readonly buffers: Record<'x' | 'xb' | 'q' | 'k' | 'v' | 'heads' | 'delta' | 'gate' | 'up' | 'scores' | 'streams' | 'y' | 'aggWeights' | 'aggScratch' | 'logits' | 'embedRow', Ptr>,
     /** [layer][stream] keys and values, each (nKV, T + maxContext, d) */
     private readonly cacheKeys: Ptr[][],
     private readonly cacheValues: Ptr[][],
     /** bytes of weights a forward pass of this P reads (the backbone + this aggregation layer) */
     readonly weightBytes: number,
+    /** how the large matrices are kept */
+    readonly weights: WeightsChoice,
     private readonly shared: Shared,
   ) {}
 
@@ -119,143 +150,250 @@ export class WasmModel implements LanguageModel {
     return this.pool.threads;
   }
 
-  /** Bytes of WebAssembly memory in use: weights, activations and the KV cache. */
+  /** Bytes of WebAssembly memory in use: weights (every stream set's too), activations and the KV cache. */
   get memoryBytes(): number {
     return this.kernels.bytesAllocated;
   }
 
+  /** Bytes of weights held in the WebAssembly memory, shared by every P: the backbone and every stream set. */
+  get loadedWeightBytes(): number {
+    return this.shared.weightBytes;
+  }
+
+  /**
+   * Load the checkpoint in folder `dir` straight into the WebAssembly memory: headers checked (the
+   * backbone's and every stream set's) and the memory budget checked first, then every tensor read
+   * once into its place (quantized on the way with weights 'int8'; the stream sets stay as stored).
+   * Errors as loadCheckpoint's, plus a WasmMemoryError when it cannot fit. Returns the view of the
+   * folder's own P; withStreams(P) gives the others.
+   */
+  static async load(dir: string, options: WasmModelOptions & LoadOptions = {}): Promise<WasmModel> {
+    const opened = openCheckpoint(dir);
+    const streamSets = opened.streamSets.map((set) => ({ config: set.config, tensors: [...set.tensors.values()] }));
+    return WasmModel.build(opened.dir, opened.config, [...opened.tensors.values()], streamSets, (destinationFor) => readTensorsInto(opened, destinationFor, options), options);
+  }
+
+  /** The same model from a checkpoint already in memory (loadCheckpoint), its stream sets included. */
   static async fromCheckpoint(checkpoint: Checkpoint, options: WasmModelOptions = {}): Promise<WasmModel> {
-    const { config, tensors } = checkpoint;
+    const tensors = [...checkpoint.tensors.values()];
+    const streamSets = checkpoint.streamSets.map((set) => ({ config: set.config, tensors: [...set.tensors.values()] }));
+    return WasmModel.build(checkpoint.dir, checkpoint.config, tensors, streamSets, async (destinationFor) => {
+      for (const tensor of [...tensors, ...streamSets.flatMap((set) => set.tensors)]) {
+        const destination = destinationFor(tensor);
+        if (destination instanceof Uint8Array) {
+          destination.set(tensor.data);
+          continue;
+        }
+        // the same pieces of whole rows the file reader would hand over
+        const rowBytes = (tensor.shape.at(-1) ?? 1) * DTYPE_BYTES[tensor.dtype];
+        const step = pieceBytes({ ...tensor, byteLength: tensor.data.byteLength });
+        for (let done = 0; done < tensor.data.byteLength; done += step) {
+          const piece = tensor.data.subarray(done, Math.min(done + step, tensor.data.byteLength));
+          if (destination.scratch !== undefined) destination.scratch.set(piece);
+          destination.write(destination.scratch?.subarray(0, piece.byteLength) ?? piece, done / rowBytes, piece.byteLength / rowBytes);
+        }
+      }
+    }, options);
+  }
+
+  /**
+   * Reserve every tensor's place — the backbone's, then each stream set's — then let `fill` stream
+   * the data in, handing each tensor (the very objects of `backbone` and of the stream sets'
+   * `tensors`: names repeat across stream sets) to `destinationFor`. Then one view per P.
+   */
+  private static async build(
+    dir: string,
+    config: ModelConfig,
+    backbone: readonly TensorLayout[],
+    streamSets: readonly { config: ModelConfig; tensors: readonly TensorLayout[] }[],
+    fill: (destinationFor: (tensor: TensorLayout) => TensorDestination) => Promise<void>,
+    options: WasmModelOptions,
+  ): Promise<WasmModel> {
     const H = config.hiddenSize;
     const I = config.intermediateSize;
     const d = config.headDim;
-    // Dynamic P: one view per stream count; the buffers and cache fit the largest P and T.
-    const choices: { config: ModelConfig; tensors: Map<string, RawTensor> | null }[] = [
-      { config, tensors: config.parscaleN > 1 ? tensors : null },
-      ...(config.parscaleN > 1 ? [{ config: backboneConfig(config), tensors: null }] : []),
-      ...checkpoint.streamSets.map((set) => ({ config: set.config, tensors: set.tensors })),
-    ];
-    const P = Math.max(...choices.map((choice) => choice.config.parscaleN));
-    const T = Math.max(...choices.map((choice) => (choice.config.parscaleN > 1 ? choice.config.parscaleNTokens : 0)));
-    const streamSetBytes = checkpoint.streamSets.reduce((sum, set) => sum + set.weightBytes, 0);
     const qDim = config.numHeads * d;
     const kvDim = config.numKvHeads * d;
-    const maxContext = options.maxContext ?? Math.min(config.maxPositionEmbeddings, 4096);
-    const maxChunk = Math.max(1, Math.min(options.maxChunk ?? 64, maxContext));
     const threads = options.threads ?? availableParallelism();
-    if (!Number.isInteger(maxContext) || maxContext < 1) throw new RangeError(`maxContext must be a positive integer, got ${maxContext}`);
+    const weights = options.weights ?? 'stored';
+    if (!(WEIGHT_CHOICES as readonly string[]).includes(weights)) throw new RangeError(`weights must be one of ${WEIGHT_CHOICES.join(', ')}, got "${weights}"`);
+    const byName = new Map(backbone.map((t) => [t.name, t]));
+    const sets = streamSets.map((set) => ({ config: set.config, byName: new Map(set.tensors.map((t) => [t.name, t])) }));
 
-    // Check the whole budget before copying anything: wasm32 addresses at most 4 GiB.
+    // Check the whole budget before reading anything: wasm32 addresses at most 4 GiB. Dynamic P: the
+    // plan counts every stream set, and sizes the buffers and the cache for the largest P and T.
+    const plan = checkWasmMemory(config, (name) => byName.get(name)!.dtype, {
+      weights,
+      maxContext: options.maxContext,
+      maxChunk: options.maxChunk,
+      threads,
+      streamSets: plannedStreamSets(sets.map((set) => ({ config: set.config, tensors: set.byName }))),
+    });
+    const { maxContext, maxChunk, streams: P, prefixTokens: T } = plan;
     const rows = P * maxChunk;
     const capacity = T + maxContext;
-    const activationFloats = rows * (3 * H + 2 * qDim + 2 * kvDim + 2 * I) + capacity + P * H + H + P + P * H + H + config.vocabSize;
-    const cacheFloats = 2 * config.numLayers * P * config.numKvHeads * capacity * d;
-    const budget = checkpoint.weightBytes + streamSetBytes + 4 * (activationFloats + cacheFloats) + (1 << 20);
-    const limit = 4 * 2 ** 30 - (16 << 20);
-    if (budget > limit) {
-      const gib = (x: number) => (x / 2 ** 30).toFixed(2);
-      throw new RangeError(
-        `this model needs ${gib(budget)} GiB in one WebAssembly memory (weights ${gib(checkpoint.weightBytes + streamSetBytes)} GiB + KV cache for ` +
-          `${maxContext} positions ${gib(4 * cacheFloats)} GiB), over the 4 GiB a wasm32 memory can address; ` +
-          `use a smaller maxContext (--max-context) or the reference backend`,
-      );
-    }
 
-    const kernels = new WasmKernels({ initialPages: Math.ceil(budget / 65536) + 16 });
-    const bytes = kernels.memory.buffer;
-    const weightsStart = kernels.mark();
-    const matrix = (name: string, from = tensors): Matrix => {
-      const tensor = from.get(name)!;
-      const ptr = kernels.alloc(tensor.data.byteLength);
-      new Uint8Array(bytes, ptr, tensor.data.byteLength).set(tensor.data);
-      return { ptr, format: FORMAT[tensor.dtype] };
-    };
-    const vector = (name: string, from = tensors): Ptr => kernels.f32(tensorToFloat32(from.get(name)!)).ptr;
-    const layers: WasmLayer[] = [];
-    for (let i = 0; i < config.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      layers.push({
-        inputNorm: vector(`${p}.input_layernorm.weight`),
-        q: matrix(`${p}.self_attn.q_proj.weight`),
-        qBias: vector(`${p}.self_attn.q_proj.bias`),
-        k: matrix(`${p}.self_attn.k_proj.weight`),
-        kBias: vector(`${p}.self_attn.k_proj.bias`),
-        v: matrix(`${p}.self_attn.v_proj.weight`),
-        vBias: vector(`${p}.self_attn.v_proj.bias`),
-        o: matrix(`${p}.self_attn.o_proj.weight`),
-        postAttentionNorm: vector(`${p}.post_attention_layernorm.weight`),
-        gate: matrix(`${p}.mlp.gate_proj.weight`),
-        up: matrix(`${p}.mlp.up_proj.weight`),
-        down: matrix(`${p}.mlp.down_proj.weight`),
-        prefixKeys: null, // per stream count, below
-        prefixValues: null,
-      });
-    }
-    const embed = matrix('model.embed_tokens.weight');
-    const lmHead = config.tieWordEmbeddings ? embed : matrix('lm_head.weight');
-    const backboneBytes = kernels.mark() - weightsStart;
-    const aggregationOf = (from: Map<string, RawTensor>): Aggregation => {
-      let w0 = matrix('model.aggregate_layer.0.weight', from);
-      let w2 = matrix('model.aggregate_layer.2.weight', from);
-      // the kernel takes both aggregation matrices in one format; mixed files get f32 copies
-      if (w0.format !== w2.format) {
-        w0 = { ptr: vector('model.aggregate_layer.0.weight', from), format: 'f32' };
-        w2 = { ptr: vector('model.aggregate_layer.2.weight', from), format: 'f32' };
-      }
-      return { w0, b0: vector('model.aggregate_layer.0.bias', from), w2, b2: vector('model.aggregate_layer.2.bias', from) };
-    };
-    // each stream count's prefixes (float32, copied into a new sequence's cache) and aggregation
-    const streams = choices.map(({ config: viewConfig, tensors: from }) => {
-      const before = kernels.mark();
-      const aggregation = from === null ? null : aggregationOf(from);
-      const prefix = (l: number, kv: 'k' | 'v') => (from === null ? null : tensorToFloat32(from.get(`model.layers.${l}.self_attn.prefix_${kv}`)!));
-      return {
-        config: viewConfig,
-        layers: layers.map((layer, l) => ({ ...layer, prefixKeys: prefix(l, 'k'), prefixValues: prefix(l, 'v') })),
-        aggregation,
-        weightBytes: backboneBytes + (kernels.mark() - before),
+    // Reserve every tensor's place (contiguous, in config order), then stream the data into it.
+    const kernels = new WasmKernels({ initialPages: Math.ceil(plan.totalBytes / 65536) + 16 });
+    const memory = kernels.memory.buffer;
+    // the threads quantize at load already
+    const pool = await KernelPool.create(kernels, threads, weights === 'int8' ? Math.max(H, I, qDim) : 0);
+    try {
+      const weightsStart = kernels.mark();
+      // where each tensor's bytes go, by its layout object (names repeat across stream sets)
+      const destinations = new Map<TensorLayout, (scratch: Uint8Array) => TensorDestination>();
+      let scratchBytes = 0; // the largest piece to quantize
+      /** Reserve the places of one part's tensors: the backbone's (with the folder's own streams) or a stream set's. */
+      const place = (expected: Map<string, number[]>, partConfig: ModelConfig, layouts: Map<string, TensorLayout>): PlacedTensors => {
+        const placed: PlacedTensors = { matrices: new Map(), vectors: new Map(), host: new Map(), aggregationBytes: 0 };
+        const dtypeOf = (name: string) => layouts.get(name)!.dtype;
+        for (const [name, shape] of expected) {
+          const layout = layouts.get(name)!;
+          const { dtype } = layout;
+          const count = shape.reduce((a, b) => a * b, 1);
+          const rowLength = shape.at(-1) ?? 1;
+          const toFloat32 = (into: Float32Array): TensorDestination => ({ write: (piece, firstRow) => into.set(bytesToFloat32(piece, dtype), firstRow * rowLength) });
+          const placement = placementOf(name, partConfig, dtypeOf, weights);
+          if (placement === 'q8') {
+            const [outDim, inDim] = shape;
+            const groups = q8Groups(inDim);
+            const values = kernels.i8(outDim * inDim);
+            const scales = kernels.u16(outDim * groups);
+            placed.matrices.set(name, { ptr: values.ptr, format: 'q8', scales: scales.ptr });
+            scratchBytes = Math.max(scratchBytes, pieceBytes({ dtype, shape, byteLength: count * DTYPE_BYTES[dtype] }));
+            // read each piece into a scratch area of the wasm memory and quantize it there on all threads
+            destinations.set(layout, (scratch) => ({
+              scratch,
+              write: (piece, firstRow, rows) => {
+                pool.quantize_q8(values.ptr + firstRow * inDim, scales.ptr + 2 * firstRow * groups, scratch.byteOffset, FORMAT[dtype], rows, inDim);
+                // a NaN or infinite weight leaves a non-finite scale (bf16 exponent all ones): say where
+                for (let j = firstRow * groups; j < (firstRow + rows) * groups; j++) {
+                  if ((scales.array[j] & 0x7f80) === 0x7f80) {
+                    const row = Math.floor(j / groups) - firstRow;
+                    const rowBytes = inDim * DTYPE_BYTES[dtype];
+                    quantizeRowsQ8(new Int8Array(inDim), new Uint16Array(groups), bytesToFloat32(piece.slice(row * rowBytes, (row + 1) * rowBytes), dtype), 1, inDim, firstRow + row, name);
+                  }
+                }
+              },
+            }));
+          } else if (placement === 'stored') {
+            const ptr = kernels.alloc(count * DTYPE_BYTES[dtype]);
+            placed.matrices.set(name, { ptr, format: FORMAT[dtype], scales: 0 });
+            destinations.set(layout, () => new Uint8Array(memory, ptr, count * DTYPE_BYTES[dtype]));
+          } else if (placement === 'f32') {
+            const buffer = kernels.f32(count);
+            placed.vectors.set(name, buffer.ptr);
+            destinations.set(layout, () => toFloat32(buffer.array));
+          } else {
+            const array = new Float32Array(count);
+            placed.host.set(name, array);
+            destinations.set(layout, () => toFloat32(array));
+          }
+          // never int8 (placementOf): its stored bytes or float32, each buffer 16-byte aligned
+          if (name.startsWith('model.aggregate_layer.')) placed.aggregationBytes += Math.ceil((count * (placement === 'stored' ? DTYPE_BYTES[dtype] : 4)) / 16) * 16;
+        }
+        return placed;
       };
-    });
-    const finalNorm = vector('model.norm.weight');
-    const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
-    const scratch = (floats: number) => kernels.f32(floats).ptr;
-    const buffers = {
-      x: scratch(rows * H), //             residual stream, (P, n, H)
-      xb: scratch(rows * H),
-      q: scratch(rows * qDim),
-      k: scratch(rows * kvDim),
-      v: scratch(rows * kvDim),
-      heads: scratch(rows * qDim),
-      delta: scratch(rows * H),
-      gate: scratch(rows * I),
-      up: scratch(rows * I),
-      scores: scratch(capacity),
-      streams: scratch(P * H), //         one position's P final hidden states
-      y: scratch(H),
-      aggWeights: scratch(P),
-      aggScratch: scratch(P * H + H),
-      logits: scratch(config.vocabSize),
-    };
-    const cacheKeys: Ptr[][] = [];
-    const cacheValues: Ptr[][] = [];
-    for (let l = 0; l < config.numLayers; l++) {
-      cacheKeys.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
-      cacheValues.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
+      const own = place(expectedTensors(config), config, byName);
+      // the stream sets: prefixes and aggregation layers only, never int8 (placementOf)
+      const setParts = sets.map((set) => place(expectedStreamTensors(set.config), set.config, set.byName));
+      const allWeightBytes = kernels.mark() - weightsStart;
+      // the scratch lies where the activations will go: released (and reused) once loading is done
+      const afterWeights = kernels.mark();
+      const loadScratch = new Uint8Array(memory, kernels.alloc(scratchBytes), scratchBytes);
+      await fill((tensor) => destinations.get(tensor)!(loadScratch));
+      kernels.release(afterWeights);
+
+      const layers: WasmLayer[] = [];
+      for (let i = 0; i < config.numLayers; i++) {
+        const p = `model.layers.${i}`;
+        const { matrices, vectors } = own;
+        layers.push({
+          inputNorm: vectors.get(`${p}.input_layernorm.weight`)!,
+          q: matrices.get(`${p}.self_attn.q_proj.weight`)!,
+          qBias: vectors.get(`${p}.self_attn.q_proj.bias`)!,
+          k: matrices.get(`${p}.self_attn.k_proj.weight`)!,
+          kBias: vectors.get(`${p}.self_attn.k_proj.bias`)!,
+          v: matrices.get(`${p}.self_attn.v_proj.weight`)!,
+          vBias: vectors.get(`${p}.self_attn.v_proj.bias`)!,
+          o: matrices.get(`${p}.self_attn.o_proj.weight`)!,
+          postAttentionNorm: vectors.get(`${p}.post_attention_layernorm.weight`)!,
+          gate: matrices.get(`${p}.mlp.gate_proj.weight`)!,
+          up: matrices.get(`${p}.mlp.up_proj.weight`)!,
+          down: matrices.get(`${p}.mlp.down_proj.weight`)!,
+          prefixKeys: null, // per stream count, below
+          prefixValues: null,
+        });
+      }
+      const embed = own.matrices.get('model.embed_tokens.weight')!;
+      const lmHead = config.tieWordEmbeddings ? embed : own.matrices.get('lm_head.weight')!;
+      const finalNorm = own.vectors.get('model.norm.weight')!;
+      // what a forward pass reads: the backbone, plus the aggregation layer of its P
+      const backboneBytes = allWeightBytes - own.aggregationBytes - setParts.reduce((sum, part) => sum + part.aggregationBytes, 0);
+      const aggregationOf = ({ matrices, vectors }: PlacedTensors): Aggregation => {
+        // placementOf keeps both in one stored format, or makes both float32 vectors
+        const asMatrix = (name: string) => (matrices.get(name) ?? { ptr: vectors.get(name)!, format: 'f32', scales: 0 }) as Matrix & { format: WeightFormat };
+        return { w0: asMatrix('model.aggregate_layer.0.weight'), b0: vectors.get('model.aggregate_layer.0.bias')!, w2: asMatrix('model.aggregate_layer.2.weight'), b2: vectors.get('model.aggregate_layer.2.bias')! };
+      };
+      // Dynamic P: one view per stream count — the folder's own, the backbone alone, each stream set
+      const choices: { config: ModelConfig; part: PlacedTensors | null }[] = [
+        { config, part: config.parscaleN > 1 ? own : null },
+        ...(config.parscaleN > 1 ? [{ config: backboneConfig(config), part: null }] : []),
+        ...sets.map((set, i) => ({ config: set.config, part: setParts[i] })),
+      ];
+      const streams = choices.map(({ config: viewConfig, part }) => {
+        const prefix = (l: number, kv: 'k' | 'v') => part?.host.get(`model.layers.${l}.self_attn.prefix_${kv}`) ?? null;
+        return {
+          config: viewConfig,
+          layers: layers.map((layer, l) => ({ ...layer, prefixKeys: prefix(l, 'k'), prefixValues: prefix(l, 'v') })),
+          aggregation: part === null ? null : aggregationOf(part),
+          weightBytes: backboneBytes + (part?.aggregationBytes ?? 0),
+        };
+      });
+      const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
+      const scratch = (floats: number) => kernels.f32(floats).ptr;
+      const buffers = {
+        x: scratch(rows * H), //             residual stream, (P, n, H)
+        xb: scratch(rows * H),
+        q: scratch(rows * qDim),
+        k: scratch(rows * kvDim),
+        v: scratch(rows * kvDim),
+        heads: scratch(rows * qDim),
+        delta: scratch(rows * H),
+        gate: scratch(rows * I),
+        up: scratch(rows * I),
+        scores: scratch(capacity),
+        streams: scratch(P * H), //         one position's P final hidden states
+        y: scratch(H),
+        aggWeights: scratch(P),
+        aggScratch: scratch(P * H + H),
+        logits: scratch(config.vocabSize),
+        embedRow: scratch(H), //           one dequantized row of an int8 embedding
+      };
+      const cacheKeys: Ptr[][] = [];
+      const cacheValues: Ptr[][] = [];
+      for (let l = 0; l < config.numLayers; l++) {
+        cacheKeys.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
+        cacheValues.push(Array.from({ length: P }, () => scratch(config.numKvHeads * capacity * d)));
+      }
+      const shared: Shared = { sequenceId: 0, disposed: false, dir, views: new Map(), weightBytes: allWeightBytes };
+      for (const view of streams) {
+        const viewP = view.config.parscaleN;
+        const model = new WasmModel(
+          view.config, kernels, pool, view.layers, embed, lmHead, finalNorm, view.aggregation, freqs, weightsStart, maxContext, maxChunk, buffers,
+          cacheKeys.map((perStream) => perStream.slice(0, viewP)),
+          cacheValues.map((perStream) => perStream.slice(0, viewP)),
+          view.weightBytes,
+          weights,
+          shared,
+        );
+        shared.views.set(viewP, model);
+      }
+      return shared.views.get(config.parscaleN)!;
+    } catch (error) {
+      await pool.close();
+      throw error;
     }
-    const pool = await KernelPool.create(kernels, threads);
-    const shared: Shared = { sequenceId: 0, disposed: false, dir: checkpoint.dir, views: new Map() };
-    for (const view of streams) {
-      const viewP = view.config.parscaleN;
-      const model = new WasmModel(
-        view.config, kernels, pool, view.layers, embed, lmHead, finalNorm, view.aggregation, freqs, weightsStart, maxContext, maxChunk, buffers,
-        cacheKeys.map((perStream) => perStream.slice(0, viewP)),
-        cacheValues.map((perStream) => perStream.slice(0, viewP)),
-        view.weightBytes,
-        shared,
-      );
-      shared.views.set(viewP, model);
-    }
-    return shared.views.get(config.parscaleN)!;
   }
 
   /**
@@ -370,9 +508,9 @@ export class WasmModel implements LanguageModel {
     for (let l = 0; l < c.numLayers; l++) {
       const layer = this.layers[l];
       k.rmsnorm(b.xb, b.x, layer.inputNorm, c.rmsNormEps, rows, H);
-      pool.matmul(layer.q.format, b.q, b.xb, layer.q.ptr, layer.qBias, rows, H, qDim);
-      pool.matmul(layer.k.format, b.k, b.xb, layer.k.ptr, layer.kBias, rows, H, kvDim);
-      pool.matmul(layer.v.format, b.v, b.xb, layer.v.ptr, layer.vBias, rows, H, kvDim);
+      pool.linear(layer.q, b.q, b.xb, layer.qBias, rows, H, qDim);
+      pool.linear(layer.k, b.k, b.xb, layer.kBias, rows, H, kvDim);
+      pool.linear(layer.v, b.v, b.xb, layer.vBias, rows, H, kvDim);
       for (let p = 0; p < P; p++) {
         const keys = this.cacheKeys[l][p];
         const values = this.cacheValues[l][p];
@@ -390,13 +528,13 @@ export class WasmModel implements LanguageModel {
           k.attention(b.heads + row * qDim * 4, b.q, row * qDim, keys, values, slot + 1, capacity, c.numHeads, c.numKvHeads, d, b.scores);
         }
       }
-      pool.matmul(layer.o.format, b.delta, b.heads, layer.o.ptr, null, rows, qDim, H);
+      pool.linear(layer.o, b.delta, b.heads, null, rows, qDim, H);
       for (let i = 0; i < rows * H; i++) x[i] += delta[i];
       k.rmsnorm(b.xb, b.x, layer.postAttentionNorm, c.rmsNormEps, rows, H);
-      pool.matmul(layer.gate.format, b.gate, b.xb, layer.gate.ptr, null, rows, H, I);
-      pool.matmul(layer.up.format, b.up, b.xb, layer.up.ptr, null, rows, H, I);
+      pool.linear(layer.gate, b.gate, b.xb, null, rows, H, I);
+      pool.linear(layer.up, b.up, b.xb, null, rows, H, I);
       k.swiglu(b.gate, b.gate, b.up, rows * I);
-      pool.matmul(layer.down.format, b.delta, b.gate, layer.down.ptr, null, rows, I, H);
+      pool.linear(layer.down, b.delta, b.gate, null, rows, I, H);
       for (let i = 0; i < rows * H; i++) x[i] += delta[i];
     }
     sequence.length = start + n;
@@ -418,17 +556,21 @@ export class WasmModel implements LanguageModel {
         if (this.aggregation !== null) result.aggregationWeights!.push(this.view(b.aggWeights, P).slice());
       }
       if (options.allLogits || (lastChunk && t === n - 1)) {
-        pool.matmul(this.lmHead.format, b.logits, output, this.lmHead.ptr, null, 1, H, c.vocabSize);
+        pool.linear(this.lmHead, b.logits, output, null, 1, H, c.vocabSize);
         result.logits.push(this.view(b.logits, c.vocabSize).slice());
       }
     }
   }
 
-  /** One embedding row as float32 (the table stays in its stored width). */
+  /** One embedding row as float32 (the table stays in its stored width, or int8). */
   private embeddingRow(token: number): Float32Array {
     const H = this.config.hiddenSize;
-    const { ptr, format } = this.embed;
+    const { ptr, format, scales } = this.embed;
     if (format === 'f32') return this.view(ptr + token * H * 4, H);
+    if (format === 'q8') {
+      this.kernels.dequantize_row_q8(this.buffers.embedRow, ptr, scales, H, token);
+      return this.view(this.buffers.embedRow, H);
+    }
     const raw = new Uint16Array(this.kernels.memory.buffer, ptr + token * H * 2, H);
     const row = new Float32Array(H);
     if (format === 'bf16') {

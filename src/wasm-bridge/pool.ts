@@ -10,7 +10,7 @@
 // briefly before sleeping in Atomics.wait, because a decode step runs hundreds of matmuls of a
 // fraction of a millisecond each and a futex round trip per matmul would show.
 import { Worker } from 'node:worker_threads';
-import type { KernelExports, Ptr, WasmKernels, WeightFormat } from './kernels.ts';
+import { type KernelExports, type Ptr, SOURCE_FORMAT, type WasmKernels, type WeightFormat, type WeightMatrix } from './kernels.ts';
 
 // Control block layout (Int32Array slots).
 const GENERATION = 0; // bumped by the caller for every job; workers wait on it
@@ -22,6 +22,8 @@ const CONTROL_INTS = 16;
 
 const OP_EXIT = 0;
 const OP_MATMUL: Record<WeightFormat, number> = { f32: 1, bf16: 2, f16: 3 };
+const OP_MATMUL_Q8 = 4; // one more argument: the scales
+const OP_QUANTIZE_Q8 = 5; // split by source rows instead of output rows
 
 /** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
 const SPIN_POLLS = 20_000;
@@ -44,12 +46,21 @@ export function outputRange(part: number, parts: number, outDim: number): [numbe
 /** Run thread `part`'s share of the job described in the control block. */
 function runShare(kernels: KernelExports, control: Int32Array, part: number, parts: number): void {
   const op = control[OP];
-  const [out, x, w, bias, rows, inDim, outDim] = control.subarray(ARGS, ARGS + 7);
+  if (op === OP_QUANTIZE_Q8) {
+    const [values, scales, source, format, rows, inDim] = control.subarray(ARGS, ARGS + 6);
+    const [rStart, rEnd] = outputRange(part, parts, rows);
+    if (rStart < rEnd) kernels.quantize_q8(values, scales, source, format, rows, inDim, rStart, rEnd);
+    return;
+  }
+  const [out, x, w, bias, rows, inDim, outDim, scales, scratchBase, scratchBytes] = control.subarray(ARGS, ARGS + 10);
   const [oStart, oEnd] = outputRange(part, parts, outDim);
   if (oStart >= oEnd) return;
+  // each thread's own scratch for matmul_q8 (4 · inDim f32), if the pool has one that large
+  const scratch = scratchBytes >= 16 * inDim ? (scratchBase >>> 0) + part * scratchBytes : 0;
   if (op === OP_MATMUL.f32) kernels.matmul_f32(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.bf16) kernels.matmul_bf16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.f16) kernels.matmul_f16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+  else if (op === OP_MATMUL_Q8) kernels.matmul_q8(out, x, w, scales, bias, rows, inDim, outDim, oStart, oEnd, scratch);
   else throw new Error(`kernel pool: unknown op ${op}`);
 }
 
@@ -98,14 +109,23 @@ export class KernelPool {
     private readonly kernels: WasmKernels,
     private readonly workers: Worker[],
     controlPtr: Ptr,
+    /** per-thread scratch for matmul_q8: threads × scratchBytes from scratchBase (0: none) */
+    private readonly scratchBase: Ptr,
+    private readonly scratchBytes: number,
   ) {
     this.control = new Int32Array(kernels.memory.buffer, controlPtr, CONTROL_INTS);
   }
 
-  /** Start threads − 1 workers on `kernels`' memory; resolves when every worker is ready. */
-  static async create(kernels: WasmKernels, threads: number): Promise<KernelPool> {
+  /**
+   * Start threads − 1 workers on `kernels`' memory; resolves when every worker is ready.
+   * `q8InDim`: the largest inDim of the int8 matrices it will multiply (0: none), for the
+   * per-thread scratch matmul_q8 dequantizes into (16 · q8InDim bytes per thread).
+   */
+  static async create(kernels: WasmKernels, threads: number, q8InDim = 0): Promise<KernelPool> {
     if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be an integer ≥ 1, got ${threads}`);
     const controlPtr = kernels.alloc(CONTROL_INTS * 4, 64);
+    const scratchBytes = 16 * q8InDim;
+    const scratchBase = scratchBytes > 0 ? kernels.alloc(threads * scratchBytes, 64) : 0;
     new Int32Array(kernels.memory.buffer, controlPtr, CONTROL_INTS).fill(0);
     const workers = Array.from({ length: threads - 1 }, (_, i) => {
       const workerData: WorkerData = { module: kernels.module, memory: kernels.memory, control: controlPtr, part: i + 1, parts: threads };
@@ -128,7 +148,7 @@ export class KernelPool {
     }
     // Idle workers sleep in Atomics.wait; they must not keep the process alive.
     for (const worker of workers) worker.unref();
-    return new KernelPool(kernels, workers, controlPtr);
+    return new KernelPool(kernels, workers, controlPtr, scratchBase, scratchBytes);
   }
 
   get threads(): number {
@@ -150,6 +170,22 @@ export class KernelPool {
 
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
     this.matmul('f16', out, x, w, bias, rows, inDim, outDim);
+  }
+
+  /** matmul with int8 weights and per-group scales (see WasmKernels.matmul_q8), split over the threads. */
+  matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    this.run(OP_MATMUL_Q8, [out, x, w, bias ?? 0, rows, inDim, outDim, scales, this.scratchBase, this.scratchBytes]);
+  }
+
+  /** out = m · x (+ bias) for a matrix in any format, split over the threads. */
+  linear(m: WeightMatrix, out: Ptr, x: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    if (m.format === 'q8') this.matmul_q8(out, x, m.ptr, m.scales, bias, rows, inDim, outDim);
+    else this.matmul(m.format, out, x, m.ptr, bias, rows, inDim, outDim);
+  }
+
+  /** quantize_q8 of every row of source (rows, inDim), the rows split over the threads (see WasmKernels.quantize_q8). */
+  quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: WeightFormat, rows: number, inDim: number): void {
+    this.run(OP_QUANTIZE_Q8, [values, scales, source, SOURCE_FORMAT[format], rows, inDim]);
   }
 
   /** Stop the workers. The pool cannot be used afterwards; the memory and kernels stay usable. */

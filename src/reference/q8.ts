@@ -1,0 +1,114 @@
+// The int8 weight format ("q8") of the wasm backend's `weights: 'int8'` option, defined once here:
+// the quantizer the bridge runs at load, the exact dequantization, and `matmul_q8`, the oracle of
+// the kernel with the same name in assembly/kernels.ts (dequantize, then the unchanged reference
+// matmul). It lives next to the reference kernels, not in the bridge, because it is an oracle: the
+// reference backend itself never quantizes (it stays the float32 truth), but the tests that measure
+// what int8 costs need the quantized model's exact weights without the wasm kernels.
+//
+// A matrix W (outDim, inDim) becomes
+//   values (outDim, inDim) int8 in [-127, 127]
+//   scales (outDim, ceil(inDim / Q8_GROUP)) bf16 bits, one per group of Q8_GROUP consecutive inputs
+//          of a row (the last group of a row may be shorter)
+// with, for the group g of row o: s = max|W[o, group]| / 127 rounded UP to a bf16, and
+// q = round-to-nearest-even(W · fl(1 / s)), in float32 (fl: rounded to float32), so that the
+// kernels quantize with SIMD and still agree to the bit. Symmetric (no zero point): 0 stays 0.
+// Rounding the scale up keeps |W · fl(1/s)| ≤ 127 · (1 + 2^-24) < 127.5, so no value is ever
+// clamped, and the error of every weight is at most s/2 + |W| · 2^-23 (the second term from
+// fl(1/s)): about max|W[o, group]| / 254. The weight the kernels use is q · s, which is exact in
+// float32 (7 + 8 significant bits). Why 32 and bf16: see the comment on matmul_q8 in
+// assembly/kernels.ts.
+import { matmul } from './kernels.ts';
+
+export const Q8_GROUP = 32;
+
+/** Scale groups per row of `inDim` inputs. */
+export function q8Groups(inDim: number): number {
+  return Math.ceil(inDim / Q8_GROUP);
+}
+
+/** Bytes of a quantized (outDim, inDim) matrix: the int8 values plus the bf16 scales. */
+export function q8Bytes(outDim: number, inDim: number): number {
+  return outDim * inDim + 2 * outDim * q8Groups(inDim);
+}
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+
+/** The smallest bf16 (as its 16 bits) that is ≥ v, for finite v ≥ 0. */
+export function bf16AtLeast(v: number): number {
+  f32[0] = v;
+  let bits = f32Bits[0];
+  if (f32[0] < v) bits += 1; // float32 rounded down: the next float32 up
+  const high = bits >>> 16;
+  return (bits & 0xffff) === 0 ? high : high + 1;
+}
+
+/** The float32 value of bf16 bits. */
+export function bf16Value(bits: number): number {
+  f32Bits[0] = bits << 16;
+  return f32[0];
+}
+
+/**
+ * Quantize rows [0, rows) of `w` (rows, inDim) into values/scales starting at row `rowOffset` of the
+ * destination (so a matrix can be quantized piece by piece as it is read). Throws a RangeError naming
+ * `what` and the row for a NaN or infinite weight, which has no int8 representation.
+ */
+export function quantizeRowsQ8(values: Int8Array, scales: Uint16Array, w: Float32Array, rows: number, inDim: number, rowOffset = 0, what = 'matrix'): void {
+  const groups = q8Groups(inDim);
+  for (let r = 0; r < rows; r++) {
+    const from = r * inDim;
+    const to = (rowOffset + r) * inDim;
+    for (let g = 0; g < groups; g++) {
+      const start = g * Q8_GROUP;
+      const end = Math.min(inDim, start + Q8_GROUP);
+      let max = 0;
+      for (let i = start; i < end; i++) {
+        const a = Math.abs(w[from + i]);
+        if (a > max) max = a;
+        else if (a !== a) max = NaN;
+      }
+      if (!Number.isFinite(max)) {
+        throw new RangeError(`${what}: row ${rowOffset + r} has a non-finite weight (NaN or ±Infinity) in inputs ${start}..${end - 1}; it cannot be quantized to int8 (use the stored weights)`);
+      }
+      const scaleBits = bf16AtLeast(max / 127);
+      scales[(rowOffset + r) * groups + g] = scaleBits;
+      const s = bf16Value(scaleBits);
+      // s = 0 only when the whole group is 0; float32 arithmetic, as the SIMD kernel does it
+      const inverse = s === 0 ? 0 : Math.fround(1 / s);
+      for (let i = start; i < end; i++) values[to + i] = roundHalfEven(Math.fround(w[from + i] * inverse));
+    }
+  }
+}
+
+/** Round to the nearest integer, ties to even (WebAssembly's f32.nearest). */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x); // ties up
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** A whole matrix quantized: see the format above. */
+export function quantizeQ8(w: Float32Array, outDim: number, inDim: number): { values: Int8Array; scales: Uint16Array } {
+  const values = new Int8Array(outDim * inDim);
+  const scales = new Uint16Array(outDim * q8Groups(inDim));
+  quantizeRowsQ8(values, scales, w, outDim, inDim);
+  return { values, scales };
+}
+
+/** The float32 weights q · s the kernels multiply with (exact). */
+export function dequantizeQ8(values: Int8Array, scales: Uint16Array, outDim: number, inDim: number): Float32Array {
+  const groups = q8Groups(inDim);
+  const w = new Float32Array(outDim * inDim);
+  for (let o = 0; o < outDim; o++) {
+    for (let i = 0; i < inDim; i++) w[o * inDim + i] = values[o * inDim + i] * bf16Value(scales[o * groups + Math.floor(i / Q8_GROUP)]);
+  }
+  return w;
+}
+
+/**
+ * out[r, o] = Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]): the oracle of assembly's matmul_q8.
+ *   W (outDim, inDim) as int8 values + bf16 scales @ x (rows, inDim) -> out (rows, outDim)
+ */
+export function matmul_q8(out: Float32Array, x: Float32Array, values: Int8Array, scales: Uint16Array, bias: Float32Array | null, rows: number, inDim: number, outDim: number): void {
+  matmul(out, x, dequantizeQ8(values, scales, outDim, inDim), bias, rows, inDim, outDim);
+}
