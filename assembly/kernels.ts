@@ -520,6 +520,7 @@ export function quantize_q8(values: usize, scales: usize, source: usize, format:
       if (<f64>(<f32>v) < v) bits += 1;
       let high = bits >>> 16;
       if ((bits & 0xffff) != 0) high += 1;
+      if (m > 0 && high < 0x0080) high = 0x0080; // no subnormal scale (1/s would overflow): see q8.ts
       store<u16>(sRow + (<usize>g << 1), <u16>high);
       const scale = reinterpret<f32>(high << 16);
       if (!isFinite(scale) || scale == 0) {

@@ -9,7 +9,8 @@
 //   values (outDim, inDim) int8 in [-127, 127]
 //   scales (outDim, ceil(inDim / Q8_GROUP)) bf16 bits, one per group of Q8_GROUP consecutive inputs
 //          of a row (the last group of a row may be shorter)
-// with, for the group g of row o: s = max|W[o, group]| / 127 rounded UP to a bf16, and
+// with, for the group g of row o: s = max|W[o, group]| / 127 rounded UP to a bf16 (at least 2^-126,
+// the smallest normal bf16, unless the group is all zeros), and
 // q = round-to-nearest-even(W · fl(1 / s)), in float32 (fl: rounded to float32), so that the
 // kernels quantize with SIMD and still agree to the bit. Symmetric (no zero point): 0 stays 0.
 // Rounding the scale up keeps |W · fl(1/s)| ≤ 127 · (1 + 2^-24) < 127.5, so no value is ever
@@ -20,6 +21,9 @@
 import { matmul } from './kernels.ts';
 
 export const Q8_GROUP = 32;
+
+/** 2^-126, the smallest normal bf16 (as its bits): the floor of every non-zero scale. */
+export const MIN_NORMAL_BF16 = 0x0080;
 
 /** Scale groups per row of `inDim` inputs. */
 export function q8Groups(inDim: number): number {
@@ -71,7 +75,9 @@ export function quantizeRowsQ8(values: Int8Array, scales: Uint16Array, w: Float3
       if (!Number.isFinite(max)) {
         throw new RangeError(`${what}: row ${rowOffset + r} has a non-finite weight (NaN or ±Infinity) in inputs ${start}..${end - 1}; it cannot be quantized to int8 (use the stored weights)`);
       }
-      const scaleBits = bf16AtLeast(max / 127);
+      // never a subnormal scale: its inverse would overflow to Infinity (groups with max|W| below
+      // ~1.5e-36); the smallest normal bf16 keeps 1/s = 2^126 finite and the error ≤ s/2 = 2^-127
+      const scaleBits = max > 0 ? Math.max(bf16AtLeast(max / 127), MIN_NORMAL_BF16) : 0;
       scales[(rowOffset + r) * groups + g] = scaleBits;
       const s = bf16Value(scaleBits);
       // s = 0 only when the whole group is 0; float32 arithmetic, as the SIMD kernel does it
