@@ -85,9 +85,13 @@ export async function infoCommand(args: string[]): Promise<number> {
     if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') embedding += count;
     if (name.includes('prefix_') || name.includes('aggregate_layer')) parscale += count;
   }
-  const weightFileBytes = readdirSync(dir)
-    .filter((f) => f.endsWith('.safetensors'))
-    .reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+  // the model's own files: model.safetensors or its shards, and the stream sets (not, say, the
+  // optimizer.safetensors a training run leaves next to them)
+  const weightFileBytes =
+    readdirSync(dir)
+      .filter((f) => /^model(-\d+-of-\d+)?\.safetensors$/.test(f))
+      .reduce((sum, f) => sum + statSync(join(dir, f)).size, 0) +
+    specs.reduce((sum, spec) => sum + (existsSync(spec.file) ? statSync(spec.file).size : 0), 0);
   // per real token: keys and values, every layer, stream and KV head, float32
   const kvBytesPerToken = 2 * config.numLayers * P * config.numKvHeads * config.headDim * 4;
   const maxContext = values['max-context'] === undefined ? undefined : numberOption('max-context', values['max-context'], 1, { integer: true, min: 1 });
