@@ -2,10 +2,9 @@
 // a frozen backbone stays bit-identical, saved folders load with the project's loader, and the
 // tokenizer.json loads and round-trips in @huggingface/tokenizers.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Tokenizer } from '@huggingface/tokenizers';
 import fc from 'fast-check';
 import { loadCheckpoint } from '../src/checkpoint/load.ts';
@@ -16,47 +15,16 @@ import { trainingForward } from '../src/training/model.ts';
 import { clipGradients, globalNorm, learningRate } from '../src/training/optimizer.ts';
 import { END_OF_TEXT, learnBpe, tokenizerConfigJson, tokenizerJson } from '../src/training/tokenizer.ts';
 import { parseTrainArgs } from '../src/training/cli.ts';
-import { DEFAULT_OPTIONS, type StepLog, type TrainOptions, train } from '../src/training/train.ts';
+import { type TrainOptions, train } from '../src/training/train.ts';
+import { losses, tinyTraining } from './helpers/tiny-training.ts';
 import { parameterEntries } from '../src/training/weights.ts';
 
-const work = mkdtempSync(join(tmpdir(), 'parscale-train-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-
-const corpus = readFileSync(new URL('../data/kjv-train.txt', import.meta.url), 'utf8');
-const trainText = join(work, 'train.txt');
-const valText = join(work, 'val.txt');
-writeFileSync(trainText, corpus.slice(0, 6000));
-writeFileSync(valText, corpus.slice(6000, 7500));
-
-function tiny(overrides: Partial<TrainOptions>): TrainOptions {
-  return {
-    ...DEFAULT_OPTIONS,
-    data: trainText,
-    val: valText,
-    out: join(work, 'out'),
-    layers: 1,
-    hidden: 16,
-    heads: 2,
-    kvHeads: 1,
-    intermediate: 24,
-    vocabSize: 300,
-    context: 12,
-    batch: 2,
-    accumulate: 2,
-    steps: 6,
-    lr: 1e-2,
-    evalEvery: 3,
-    evalWindows: 4,
-    saveEvery: 0,
-    quiet: true,
-    ...overrides,
-  };
-}
-
-const losses = (logs: StepLog[]) => logs.map((l) => [l.step, l.loss, l.val_loss ?? null]);
+const setup = tinyTraining('parscale-train-');
+const { work } = setup;
+const tiny = (overrides: Partial<TrainOptions>): TrainOptions => setup.options({ batch: 2, steps: 6, evalEvery: 3, ...overrides });
 
 describe('tokenizer.json', () => {
-  const text = corpus.slice(0, 20000);
+  const text = readFileSync(new URL('../data/kjv-train.txt', import.meta.url), 'utf8').slice(0, 20000);
 
   it('round-trips any text through @huggingface/tokenizers (bytes only, and with merges)', () => {
     for (const merges of [0, 200]) {

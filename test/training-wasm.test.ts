@@ -2,13 +2,13 @@
 // kernels they stand in for (src/training/kernels.ts, the oracle), and training runs with
 // `kernels: 'wasm'` against `kernels: 'ts'`.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { linearBackwardInput, linearBackwardWeight, linearForward } from '../src/training/kernels.ts';
-import { DEFAULT_OPTIONS, type StepLog, type TrainOptions, train } from '../src/training/train.ts';
+import { type StepLog, type TrainOptions, train } from '../src/training/train.ts';
+import { losses, tinyTraining } from './helpers/tiny-training.ts';
 import {
   linearProducts,
   wasmLinearBackwardInput,
@@ -191,42 +191,9 @@ describe('wasm products equal the TypeScript kernels', () => {
 // ---------------------------------------------------------------------------------------------
 // Training runs
 
-const work = mkdtempSync(join(tmpdir(), 'parscale-train-wasm-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-const corpus = readFileSync(new URL('../data/kjv-train.txt', import.meta.url), 'utf8');
-const trainText = join(work, 'train.txt');
-const valText = join(work, 'val.txt');
-writeFileSync(trainText, corpus.slice(0, 6000));
-writeFileSync(valText, corpus.slice(6000, 7500));
-
-function tiny(overrides: Partial<TrainOptions>): TrainOptions {
-  return {
-    ...DEFAULT_OPTIONS,
-    data: trainText,
-    val: valText,
-    out: join(work, 'out'),
-    layers: 1,
-    hidden: 16,
-    heads: 2,
-    kvHeads: 1,
-    intermediate: 24,
-    vocabSize: 300,
-    P: 2,
-    prefixTokens: 2,
-    context: 12,
-    batch: 3,
-    accumulate: 2,
-    steps: 5,
-    lr: 1e-2,
-    evalEvery: 2,
-    evalWindows: 4,
-    saveEvery: 0,
-    quiet: true,
-    ...overrides,
-  };
-}
-
-const losses = (logs: StepLog[]) => logs.map((l) => [l.step, l.loss, l.val_loss ?? null]);
+const setup = tinyTraining('parscale-train-wasm-');
+const { work } = setup;
+const tiny = (overrides: Partial<TrainOptions>): TrainOptions => setup.options({ P: 2, prefixTokens: 2, batch: 3, steps: 5, evalEvery: 2, ...overrides });
 
 // Loss tolerance of a short run. One step's products differ by ≈ 1e-7 relative (above), so the
 // first loss agrees to ≈ 1e-7 of its ≈ 5.7; the updates then differ by about as much, relative,
