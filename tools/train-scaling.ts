@@ -87,11 +87,18 @@ async function runOne(size: (typeof sizes)[number], P: number, seed: number): Pr
   return run;
 }
 
-const runs: Run[] = [];
-const seedRuns: Run[] = []; // P = 1 with other seeds: the noise yardstick, not part of the fit
-for (const size of sizes) {
-  for (const P of streams) runs.push(await runOne(size, P, 7));
-  for (let i = 1; i <= extraSeeds; i++) seedRuns.push(await runOne(size, 1, 7 + i));
+let runs: Run[] = [];
+let seedRuns: Run[] = []; // P = 1 with other seeds: the noise yardstick, not part of the fit
+if (process.env.SCALING_REPORT === '1') {
+  // only rewrite the page and the plot from this budget's saved results (no training)
+  const saved = JSON.parse(readFileSync(join(docs, 'scaling-runs', `${tokensPerRun}.json`), 'utf8')) as { runs: Run[]; seedRuns?: Run[] };
+  runs = saved.runs;
+  seedRuns = saved.seedRuns ?? [];
+} else {
+  for (const size of sizes) {
+    for (const P of streams) runs.push(await runOne(size, P, 7));
+    for (let i = 1; i <= extraSeeds; i++) seedRuns.push(await runOne(size, 1, 7 + i));
+  }
 }
 
 // Fit loss = E + B · x with x = (N (k ln P + 1))^(−α), B = A^α: linear in (E, B) for fixed (α, k).
@@ -129,7 +136,7 @@ const r2 = 1 - best.sse / sst;
 const W = 560;
 const Hh = 360;
 const pad = { l: 60, r: 20, t: 30, b: 45 };
-const losses = runs.map((r) => r.valLoss);
+const losses = [...runs, ...seedRuns].map((r) => r.valLoss);
 const yMin = Math.min(...losses) - 0.05;
 const yMax = Math.max(...losses) + 0.05;
 const xOf = (P: number) => pad.l + (Math.log2(P) / 3) * (W - pad.l - pad.r);
@@ -160,9 +167,13 @@ sizes.forEach((size, s) => {
   }
   parts.push(`<polyline points="${curve.join(' ')}" fill="none" stroke="${colours[s]}" stroke-dasharray="4 3"/>`);
   for (const r of sizeRuns) parts.push(`<circle cx="${xOf(r.P)}" cy="${yOf(r.valLoss)}" r="4" fill="${colours[s]}"/>`);
+  // the other seeds' P = 1 runs, hollow: how far apart runs that differ only by seed land
+  for (const r of seedRuns.filter((x) => x.size === size.name)) {
+    parts.push(`<circle cx="${xOf(1) + 8}" cy="${yOf(r.valLoss)}" r="4" fill="none" stroke="${colours[s]}"/>`);
+  }
   parts.push(`<text x="${W - pad.r - 150}" y="${pad.t + 16 + 16 * s}" fill="${colours[s]}">● ${size.name} (N = ${N})</text>`);
 });
-parts.push(`<text x="${W - pad.r - 150}" y="${pad.t + 48}">- - fit</text>`);
+parts.push(`<text x="${W - pad.r - 150}" y="${pad.t + 48}">- - fit   ○ P = 1, other seeds</text>`);
 parts.push('</svg>');
 
 mkdirSync(join(docs, 'scaling-runs'), { recursive: true });
