@@ -111,8 +111,9 @@ function f16ToF32(h: u32): f32 {
 }
 
 /**
- * Four output rows (o0..o3) × two activation rows (r, r + 1), the tile for 2–3 rows (and the
- * last pair of a chunk): each weight vector is loaded and widened once and used for both rows;
+ * Four output rows (o0..o3) × two activation rows (r, r + 1), the tile for 2 rows and more with
+ * f32 weights (and q8's dequantized rows), and for the pair of rows a bf16/f16 chunk leaves after
+ * its groups of 4 (see matmulAny): each weight vector is loaded and widened once and used for both rows;
  * eight independent accumulators keep the adders busy. Register budget (16 xmm on x86-64):
  * 8 accumulators + 2 activation vectors + 1 weight vector. The weight rows are given by address
  * (matmul_q8 passes rows it dequantized into scratch).
