@@ -111,17 +111,13 @@ function f16ToF32(h: u32): f32 {
 }
 
 /**
- * Four output rows (o0..o3) × two activation rows (r, r + 1): each weight vector is loaded and
- * widened once and used for both rows; eight independent accumulators keep the adders busy.
- * Register budget (16 xmm on x86-64): 8 accumulators + 2 activation vectors + 1 weight vector.
+ * Four output rows (o0..o3) × two activation rows (r, r + 1), the tile for 2 rows and more with
+ * f32 weights (and q8's dequantized rows), and for the pair of rows a bf16/f16 chunk leaves after
+ * its groups of 4 (see matmulAny): each weight vector is loaded and widened once and used for both rows;
+ * eight independent accumulators keep the adders busy. Register budget (16 xmm on x86-64):
+ * 8 accumulators + 2 activation vectors + 1 weight vector. The weight rows are given by address
+ * (matmul_q8 passes rows it dequantized into scratch).
  */
-// @ts-ignore: decorator
-@inline function tile4x2(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
-  const wRowBytes = <usize>inDim << weightShift(format);
-  tile4x2Rows(format, out, x, w + <usize>o0 * wRowBytes, w + <usize>o1 * wRowBytes, w + <usize>o2 * wRowBytes, w + <usize>o3 * wRowBytes, bias, inDim, outDim, o0, o1, o2, o3, r);
-}
-
-/** tile4x2 with the four weight rows given by address (matmul_q8 passes rows it dequantized into scratch). */
 // @ts-ignore: decorator
 @inline function tile4x2Rows(format: i32, out: usize, x: usize, w0: usize, w1: usize, w2: usize, w3: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
   const shift = weightShift(format);
@@ -160,14 +156,58 @@ function f16ToF32(h: u32): f32 {
   store<f32>(out1 + (<usize>o3 << 2), finish(format, a31, w3, x1, vecEnd, inDim, bias, o3));
 }
 
-/** Four output rows × one activation row (rows = 1, or the last row of an odd count). */
+/**
+ * Two output rows (o0, o1) × four activation rows (r .. r + 3), the tile for 4 rows and more: each
+ * weight vector is loaded and widened once for four rows (bf16 and f16 spend two widening
+ * instructions per weight vector on the same ports as the multiplies and adds, so this is where
+ * their extra cost is paid least often). Register budget: 8 accumulators + 4 activation vectors +
+ * the weight vectors in flight, within the 15 SIMD registers V8 allocates on x86-64.
+ */
 // @ts-ignore: decorator
-@inline function tile4x1(format: i32, out: usize, x: usize, w: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
-  const wRowBytes = <usize>inDim << weightShift(format);
-  tile4x1Rows(format, out, x, w + <usize>o0 * wRowBytes, w + <usize>o1 * wRowBytes, w + <usize>o2 * wRowBytes, w + <usize>o3 * wRowBytes, bias, inDim, outDim, o0, o1, o2, o3, r);
+@inline function tile2x4Rows(format: i32, out: usize, x: usize, w0: usize, w1: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, r: i32): void {
+  const shift = weightShift(format);
+  const xRowBytes = <usize>inDim << 2;
+  const x0 = x + <usize>r * xRowBytes;
+  const x1 = x0 + xRowBytes;
+  const x2 = x1 + xRowBytes;
+  const x3 = x2 + xRowBytes;
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a02 = f32x4.splat(0), a03 = f32x4.splat(0);
+  let a10 = f32x4.splat(0), a11 = f32x4.splat(0), a12 = f32x4.splat(0), a13 = f32x4.splat(0);
+  const vecEnd = inDim & ~3;
+  for (let i = 0; i < vecEnd; i += 4) {
+    const xOff = <usize>i << 2;
+    const wOff = <usize>i << shift;
+    const xv0 = v128.load(x0 + xOff);
+    const xv1 = v128.load(x1 + xOff);
+    const xv2 = v128.load(x2 + xOff);
+    const xv3 = v128.load(x3 + xOff);
+    let wv = load4(format, w0 + wOff);
+    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
+    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    a02 = f32x4.add(a02, f32x4.mul(wv, xv2));
+    a03 = f32x4.add(a03, f32x4.mul(wv, xv3));
+    wv = load4(format, w1 + wOff);
+    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
+    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    a12 = f32x4.add(a12, f32x4.mul(wv, xv2));
+    a13 = f32x4.add(a13, f32x4.mul(wv, xv3));
+  }
+  const out0 = out + ((<usize>r * <usize>outDim) << 2);
+  const outRowBytes = <usize>outDim << 2;
+  const out1 = out0 + outRowBytes;
+  const out2 = out1 + outRowBytes;
+  const out3 = out2 + outRowBytes;
+  store<f32>(out0 + (<usize>o0 << 2), finish(format, a00, w0, x0, vecEnd, inDim, bias, o0));
+  store<f32>(out1 + (<usize>o0 << 2), finish(format, a01, w0, x1, vecEnd, inDim, bias, o0));
+  store<f32>(out2 + (<usize>o0 << 2), finish(format, a02, w0, x2, vecEnd, inDim, bias, o0));
+  store<f32>(out3 + (<usize>o0 << 2), finish(format, a03, w0, x3, vecEnd, inDim, bias, o0));
+  store<f32>(out0 + (<usize>o1 << 2), finish(format, a10, w1, x0, vecEnd, inDim, bias, o1));
+  store<f32>(out1 + (<usize>o1 << 2), finish(format, a11, w1, x1, vecEnd, inDim, bias, o1));
+  store<f32>(out2 + (<usize>o1 << 2), finish(format, a12, w1, x2, vecEnd, inDim, bias, o1));
+  store<f32>(out3 + (<usize>o1 << 2), finish(format, a13, w1, x3, vecEnd, inDim, bias, o1));
 }
 
-/** tile4x1 with the four weight rows given by address (matmul_q8 passes rows it dequantized into scratch). */
+/** Four output rows × one activation row (rows = 1, or the last row of an odd count); weight rows by address. */
 // @ts-ignore: decorator
 @inline function tile4x1Rows(format: i32, out: usize, x: usize, w0: usize, w1: usize, w2: usize, w3: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
   const shift = weightShift(format);
@@ -195,10 +235,15 @@ const ACTIVATION_CHUNK_BYTES: i32 = 256 * 1024;
 // @ts-ignore: decorator
 @inline function matmulAny(format: i32, out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
   // Decode (rows = P ≤ 8): all rows in one chunk, so each weight row is read from memory exactly
-  // once per call. Prefill (rows = P × tokens): chunks of rows small enough to stay in cache; the
-  // weights are then read once per chunk, each weight vector used for 2 rows per load.
-  const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~1);
+  // once per call. Prefill (rows = P × tokens): chunks of rows (a multiple of 4) small enough to
+  // stay in cache; the weights are then read once per chunk. Within a chunk, for bf16 and f16
+  // weights, groups of 4 rows take two 2 × 4 tiles per 4 outputs (each weight vector widened once
+  // for 4 rows); then pairs of rows the 4 × 2 tile, a last odd row the 4 × 1 tile. f32 weights
+  // need no widening and stay on the 4 × 2 tile (fewer loads per multiply-add; the 2 × 4 tile
+  // measured 0–6 % slower for them in bench/matmul-rows.bench.ts).
+  const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~3);
   const last = oEnd - 1;
+  const wRowBytes = <usize>inDim << weightShift(format);
   for (let r0 = 0; r0 < rows; r0 += chunk) {
     const r1 = min(rows, r0 + chunk);
     for (let o = oStart; o < oEnd; o += 4) {
@@ -207,9 +252,17 @@ const ACTIVATION_CHUNK_BYTES: i32 = 256 * 1024;
       const o1 = min(o + 1, last);
       const o2 = min(o + 2, last);
       const o3 = min(o + 3, last);
+      const w0 = w + <usize>o * wRowBytes, w1 = w + <usize>o1 * wRowBytes;
+      const w2 = w + <usize>o2 * wRowBytes, w3 = w + <usize>o3 * wRowBytes;
       let r = r0;
-      for (; r + 2 <= r1; r += 2) tile4x2(format, out, x, w, bias, inDim, outDim, o, o1, o2, o3, r);
-      if (r < r1) tile4x1(format, out, x, w, bias, inDim, outDim, o, o1, o2, o3, r);
+      if (format != F32) {
+        for (; r + 4 <= r1; r += 4) {
+          tile2x4Rows(format, out, x, w0, w1, bias, inDim, outDim, o, o1, r);
+          tile2x4Rows(format, out, x, w2, w3, bias, inDim, outDim, o2, o3, r);
+        }
+      }
+      for (; r + 2 <= r1; r += 2) tile4x2Rows(format, out, x, w0, w1, w2, w3, bias, inDim, outDim, o, o1, o2, o3, r);
+      if (r < r1) tile4x1Rows(format, out, x, w0, w1, w2, w3, bias, inDim, outDim, o, o1, o2, o3, r);
     }
   }
 }
@@ -446,7 +499,7 @@ const Q8_DEQUANTIZE_FROM_ROWS: i32 = 3;
  * chunking as matmulAny: each weight row is read from memory once for all rows ≤ 8.
  */
 export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32, scratch: usize): void {
-  const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~1);
+  const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~3);
   const last = oEnd - 1;
   const dequantize = rows >= Q8_DEQUANTIZE_FROM_ROWS && scratch != 0;
   const rowBytes = <usize>inDim << 2;
