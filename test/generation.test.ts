@@ -33,6 +33,31 @@ describe('generate', () => {
     });
   }
 
+  it('never samples an id the tokenizer does not have (embedding rows past the vocabulary, as in Qwen2)', async () => {
+    // the trained fixture has its own 300-token tokenizer; give its model 40 extra logits that win
+    const dir = join(fixturesDir, 'trained-p2-bf16');
+    const model = await loadModel(dir, { backend: 'reference' });
+    const tokenizer = await Tokenizer.fromDir(dir);
+    assert.equal(tokenizer.vocabSize, model.config.vocabSize);
+    const padded: typeof model = Object.create(model);
+    padded.forward = (state, tokens, options) => {
+      const result = model.forward(state, tokens, options);
+      return {
+        ...result,
+        logits: result.logits.map((row) => {
+          const wider = new Float32Array(row.length + 40).fill(1e4);
+          wider.set(row);
+          return wider;
+        }),
+      };
+    };
+    for (const options of [{ temperature: 0 }, { temperature: 1.5, seed: 1 }, { temperature: 1, topK: 5, seed: 2 }]) {
+      const result = await collect(generateFromIds(padded, tokenizer, [1, 2, 3], { ...options, maxNewTokens: 20, eosTokenIds: [] }));
+      assert.equal(result.tokenIds.length, 20);
+      assert.ok(result.tokenIds.every((id) => id < tokenizer.vocabSize), `${result.tokenIds}`);
+    }
+  });
+
   it('stops at an end-of-sequence id without emitting it', async () => {
     const dir = join(fixturesDir, fixtureNames[0]);
     const expected = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8'));

@@ -76,8 +76,12 @@ export async function* generateFromIds(
   const prefillMs = performance.now() - started;
   let pendingIds: number[] = [];
 
+  // Checkpoints often have more embedding rows than their tokenizer has tokens (Qwen2: vocab_size
+  // 151936, 151665 tokens; the rest is padding). Those ids decode to nothing, so they are never
+  // sampled: only the tokenizer's ids take part.
+  const sampleable = Math.min(tokenizer.vocabSize, logits.length);
   while (generated.length < maxNewTokens) {
-    const token = sampler.sample(logits, history);
+    const token = sampler.sample(logits.length > sampleable ? logits.subarray(0, sampleable) : logits, history);
     if (eos.has(token)) {
       finishReason = 'eos';
       break;
