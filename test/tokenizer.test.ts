@@ -96,9 +96,13 @@ describe('streaming detokenization', () => {
         const ids = tokenizer.encode(text);
         const pieces = stream(ids, false);
         assert.equal(pieces.join(''), tokenizer.decode(ids));
-        for (const piece of pieces) assert.ok(!piece.includes('\uFFFD'), `piece ${JSON.stringify(piece)} has U+FFFD`);
+        // a broken character would show as an extra U+FFFD; the text may hold some of its own
+        const replacements = (t: string) => t.split('\uFFFD').length - 1;
+        const inPieces = pieces.reduce((n, piece) => n + replacements(piece), 0);
+        assert.equal(inPieces, replacements(text), `pieces ${JSON.stringify(pieces)} have ${inPieces} U+FFFD, the text ${replacements(text)}`);
       }),
-      { numRuns: 200 },
+      // a text holding U+FFFD itself (once failed an older form of this check), and emoji split over tokens
+      { numRuns: 200, examples: [['\uFFFD'], ['a\uFFFDb 😀 漢字']] },
     );
   });
 
