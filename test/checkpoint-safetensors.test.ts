@@ -48,6 +48,15 @@ describe('safetensors write → read', () => {
   });
   const names = fc.uniqueArray(fc.string({ minLength: 1, maxLength: 12, unit: 'grapheme' }).filter((s) => s !== '__metadata__'), { minLength: 1, maxLength: 6 });
 
+  it('tensor names that are Object.prototype keys round trip too ("__proto__" once went missing)', () => {
+    const file = join(newFolder(), 'proto.safetensors');
+    const names = ['__proto__', 'constructor', 'toString', 'hasOwnProperty'];
+    writeSafetensors(file, names.map((name, i) => ({ name, dtype: 'F32' as const, shape: [1], data: float32ToBytes(new Float32Array([i]), 'F32') })));
+    const { tensors } = readSafetensorsHeader(file);
+    assert.deepEqual([...tensors.keys()].sort(), names.slice().sort());
+    names.forEach((name, i) => assert.deepEqual(bytesToFloat32(readTensorBytes(tensors.get(name)!), 'F32'), new Float32Array([i])));
+  });
+
   it('round trips names, dtypes, shapes, values and metadata; f32 exactly, f16/bf16 as the nearest value', () => {
     const file = join(newFolder(), 'roundtrip.safetensors');
     fc.assert(

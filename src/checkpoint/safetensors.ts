@@ -289,7 +289,9 @@ export interface TensorToWrite {
  * first, padded with spaces to a multiple of 8 bytes; the data in the order given.
  */
 export function writeSafetensors(file: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): void {
-  const header: Record<string, unknown> = { __metadata__: metadata };
+  // no prototype: a tensor named "__proto__" must become a key, not the object's prototype
+  const header: Record<string, unknown> = Object.create(null);
+  header.__metadata__ = metadata;
   let offset = 0;
   for (const t of tensors) {
     if (t.name === '__metadata__' || Object.hasOwn(header, t.name)) throw new RangeError(`writeSafetensors: duplicate or reserved tensor name "${t.name}"`);
