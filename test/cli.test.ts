@@ -125,6 +125,17 @@ describe('parscale CLI', () => {
     assert.match(text, /wasm memory +stored weights .* fits in 4 GiB\n +int8 weights .* fits in 4 GiB/);
   });
 
+  it('bench --json prints the fields the fast-path issue names, with the rooflines of the same run', () => {
+    const r = run(['bench', '--model', defaultModel, '--threads', '2', '--prompt-tokens', '3', '--new-tokens', '3', '--runs', '1', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.P, 4);
+    assert.equal(report.threads, 2);
+    for (const key of ['prefill_tokens_per_s', 'decode_tokens_per_s', 'decode_ms_per_token', 'peak_rss_bytes', 'weight_bytes', 'read_loop_bytes_per_s_1_thread', 'read_loop_bytes_per_s_all_threads', 'madd_peak_per_s_1_thread']) {
+      assert.ok(Number.isFinite(report[key]) && report[key] > 0, `${key}: ${report[key]}`);
+    }
+  });
+
   it('info summarises the embedded model', () => {
     const r = run(['info', '--model', defaultModel, '--json']);
     assert.equal(r.code, 0, r.stderr);

@@ -106,6 +106,7 @@ export async function benchCommand(args: string[]): Promise<number> {
       report.wasm_memory_bytes = model.memoryBytes;
       report.decode_weight_bytes_per_s = bytesPerSecond;
       report.read_loop_bytes_per_s_1_thread = roof.readBytesPerSecond;
+      report.read_loop_bytes_per_s_all_threads = roof.readBytesPerSecondAllThreads;
       report.madd_peak_per_s_1_thread = roof.maddPerSecond;
     }
     if (values.json) {

@@ -399,9 +399,10 @@ export class WasmModel implements LanguageModel {
   /**
    * The rooflines the benchmark compares against, measured on this machine now: bytes/s of a
    * plain v128 read loop over the model's own weights (the same bytes a decode step must read;
-   * one thread), and f32 multiply-adds/s of a register-only loop (one thread).
+   * one thread, and all the pool's threads each reading its share), and f32 multiply-adds/s of a
+   * register-only loop (one thread).
    */
-  measureRooflines(): { readBytesPerSecond: number; maddPerSecond: number } {
+  measureRooflines(): { readBytesPerSecond: number; readBytesPerSecondAllThreads: number; maddPerSecond: number } {
     // Best of several calls: V8 first runs wasm in its baseline compiler and swaps in optimised
     // code only for later calls, so a single long call would measure the baseline code.
     const e = this.kernels.exports;
@@ -415,9 +416,10 @@ export class WasmModel implements LanguageModel {
       return rate;
     };
     const readBytesPerSecond = best(5, () => e.read_bandwidth(this.weightsStart, this.weightBytes), this.weightBytes);
+    const readBytesPerSecondAllThreads = best(5, () => this.pool.read(this.weightsStart, this.weightBytes), this.weightBytes);
     const iterations = 2_000_000;
     const maddPerSecond = best(20, () => e.madd_peak(iterations), iterations * MADD_PER_ITERATION);
-    return { readBytesPerSecond, maddPerSecond };
+    return { readBytesPerSecond, readBytesPerSecondAllThreads, maddPerSecond };
   }
 
   newSequence(): SequenceState {

@@ -24,6 +24,7 @@ const OP_EXIT = 0;
 const OP_MATMUL: Record<WeightFormat, number> = { f32: 1, bf16: 2, f16: 3 };
 const OP_MATMUL_Q8 = 4; // one more argument: the scales
 const OP_QUANTIZE_Q8 = 5; // split by source rows instead of output rows
+const OP_READ = 6; // the read-loop roofline: each thread reads its share of a byte range
 
 /** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
 const SPIN_POLLS = 20_000;
@@ -46,6 +47,13 @@ export function outputRange(part: number, parts: number, outDim: number): [numbe
 /** Run thread `part`'s share of the job described in the control block. */
 function runShare(kernels: KernelExports, control: Int32Array, part: number, parts: number): void {
   const op = control[OP];
+  if (op === OP_READ) {
+    // the range is passed in 64-byte blocks so that 4 GiB fits an i32
+    const [ptr, blocks] = control.subarray(ARGS, ARGS + 2);
+    const [bStart, bEnd] = outputRange(part, parts, blocks);
+    if (bStart < bEnd) kernels.read_bandwidth((ptr >>> 0) + bStart * 64, (bEnd - bStart) * 64);
+    return;
+  }
   if (op === OP_QUANTIZE_Q8) {
     const [values, scales, source, format, rows, inDim] = control.subarray(ARGS, ARGS + 6);
     const [rStart, rEnd] = outputRange(part, parts, rows);
@@ -181,6 +189,11 @@ export class KernelPool {
   linear(m: WeightMatrix, out: Ptr, x: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
     if (m.format === 'q8') this.matmul_q8(out, x, m.ptr, m.scales, bias, rows, inDim, outDim);
     else this.matmul(m.format, out, x, m.ptr, bias, rows, inDim, outDim);
+  }
+
+  /** read_bandwidth over [ptr, ptr + bytes) (whole 64-byte blocks), split over the threads: the read-loop roofline of all threads. */
+  read(ptr: Ptr, bytes: number): void {
+    this.run(OP_READ, [ptr, Math.floor(bytes / 64)]);
   }
 
   /** quantize_q8 of every row of source (rows, inDim), the rows split over the threads (see WasmKernels.quantize_q8). */
