@@ -80,7 +80,10 @@ export function nonEmbeddingParameters(config: ModelConfig): number {
   return N;
 }
 
-/** A Shape (config.json spelling) as the ModelConfig fields the count needs. */
+/**
+ * A Shape (config.json spelling) as the ModelConfig fields the count needs. Not through parseConfig:
+ * the shape search counts partial shapes too (intermediate 0 for the attention-only part).
+ */
 export function shapeConfig(shape: Shape, P: number, prefixTokens = 48): ModelConfig {
   return {
     modelType: 'qwen2_parscale',

@@ -12,7 +12,7 @@
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type ModelConfig, expectedTensors } from '../src/checkpoint/config.ts';
+import { type ModelConfig, expectedTensors, parseConfig } from '../src/checkpoint/config.ts';
 import { type DType, float32ToBytes, writeSafetensors } from '../src/checkpoint/safetensors.ts';
 
 export interface Shape {
@@ -82,11 +82,13 @@ export interface MakeCheckpointOptions {
   configOnly?: boolean;
 }
 
-export function makeCheckpoint(options: MakeCheckpointOptions): void {
-  const { out, shape, P, dtype } = options;
-  const { dtype: stored, torch } = DTYPES[dtype];
-  const bytesPer = stored === 'F32' ? 4 : 2;
-  const configJson: Record<string, unknown> = {
+/** The config.json of a checkpoint of `shape` with P streams (Qwen's bos/eos ids; keys as Hugging Face writes them). */
+export function shapeConfigJson(
+  shape: Shape,
+  P: number,
+  options: { prefixTokens: number; attnSmooth: number; torchDtype: string; extraConfig?: Record<string, unknown> },
+): Record<string, unknown> {
+  return {
     architectures: [P > 1 ? 'Qwen2ParScaleForCausalLM' : 'Qwen2ForCausalLM'],
     model_type: 'qwen2_parscale',
     ...shape,
@@ -101,32 +103,21 @@ export function makeCheckpoint(options: MakeCheckpointOptions): void {
     use_cache: true,
     bos_token_id: 151643,
     eos_token_id: 151643,
-    torch_dtype: torch,
+    torch_dtype: options.torchDtype,
     parscale_n: P,
     parscale_n_tokens: options.prefixTokens,
     parscale_attn_smooth: options.attnSmooth,
     ...options.extraConfig,
   };
-  const config: ModelConfig = {
-    modelType: 'qwen2_parscale',
-    hiddenSize: shape.hidden_size,
-    intermediateSize: shape.intermediate_size,
-    numLayers: shape.num_hidden_layers,
-    numHeads: shape.num_attention_heads,
-    numKvHeads: shape.num_key_value_heads,
-    headDim: shape.hidden_size / shape.num_attention_heads,
-    vocabSize: shape.vocab_size,
-    rmsNormEps: 1e-6,
-    ropeTheta: shape.rope_theta,
-    maxPositionEmbeddings: shape.max_position_embeddings,
-    tieWordEmbeddings: shape.tie_word_embeddings,
-    torchDtype: torch,
-    bosTokenId: 151643,
-    eosTokenIds: [151643],
-    parscaleN: P,
-    parscaleNTokens: options.prefixTokens,
-    parscaleAttnSmooth: options.attnSmooth,
-  };
+}
+
+export function makeCheckpoint(options: MakeCheckpointOptions): void {
+  const { out, shape, P, dtype } = options;
+  const { dtype: stored, torch } = DTYPES[dtype];
+  const bytesPer = stored === 'F32' ? 4 : 2;
+  const configJson = shapeConfigJson(shape, P, { ...options, torchDtype: torch });
+  // read back by the loader's own parser: what we write is what a user's load will see
+  const config: ModelConfig = parseConfig(configJson, join(out, 'config.json'));
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'config.json'), JSON.stringify(configJson, null, 2) + '\n');
   if (options.configOnly) return;
