@@ -12,12 +12,11 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { LanguageModel } from '../src/backend.ts';
 import { type ModelConfig, readConfig } from '../src/checkpoint/config.ts';
-import { type Checkpoint, loadCheckpoint, openCheckpoint, tensorToFloat32 } from '../src/checkpoint/load.ts';
-import { float32ToBytes, readSafetensorsHeader, writeSafetensors } from '../src/checkpoint/safetensors.ts';
+import { type Checkpoint, loadCheckpoint, openCheckpoint } from '../src/checkpoint/load.ts';
+import { readSafetensorsHeader, writeSafetensors } from '../src/checkpoint/safetensors.ts';
 import { STREAM_SETS_KEY, readStreamSetSpecs, streamSetConfig } from '../src/checkpoint/stream-sets.ts';
 import { type BackendName, loadModel } from '../src/load-model.ts';
 import { ReferenceModel } from '../src/reference/model.ts';
-import { dequantizeQ8, quantizeQ8 } from '../src/reference/q8.ts';
 import { TextModel } from '../src/text-model.ts';
 import { addStreamSetToConfig, saveModel, saveStreamSet } from '../src/training/checkpoint.ts';
 import { parseTrainArgs } from '../src/training/cli.ts';
@@ -29,6 +28,7 @@ import { WasmModel } from '../src/wasm-bridge/model.ts';
 import { placementOf } from '../src/wasm-bridge/plan.ts';
 import { rejectsWithCheckpointError, throwsCheckpointError } from './helpers/checkpoint-errors.ts';
 import { randomWeights, tinyConfig } from './helpers/random-model.ts';
+import { dequantizedCheckpoint } from './helpers/dequantized.ts';
 import { tinyConfigJson, writeSyntheticCheckpoint } from './helpers/synthetic-checkpoint.ts';
 
 const repo = fileURLToPath(new URL('../', import.meta.url));
@@ -218,24 +218,12 @@ describe('dynamic P: one backbone in memory', () => {
   });
 });
 
-/**
- * The checkpoint with every matrix that int8 quantizes replaced by its dequantized float32 values
- * (as test/wasm-model.test.ts does); the stream sets are left as they are, for int8 never touches them.
- */
+/** dequantizedCheckpoint, after checking that int8 leaves every stream-set tensor as stored. */
 function dequantizedBackbone(checkpoint: Checkpoint): Checkpoint {
-  const dtypeOf = (name: string) => checkpoint.tensors.get(name)!.dtype;
-  const tensors = new Map(
-    [...checkpoint.tensors].map(([name, t]) => {
-      if (placementOf(name, checkpoint.config, dtypeOf, 'int8') !== 'q8') return [name, t];
-      const [outDim, inDim] = t.shape;
-      const q = quantizeQ8(tensorToFloat32(t), outDim, inDim);
-      return [name, { ...t, dtype: 'F32' as const, data: float32ToBytes(dequantizeQ8(q.values, q.scales, outDim, inDim), 'F32') }];
-    }),
-  );
   for (const set of checkpoint.streamSets) {
     for (const name of set.tensors.keys()) assert.notEqual(placementOf(name, set.config, (n) => set.tensors.get(n)!.dtype, 'int8'), 'q8', `${name} of P = ${set.P}`);
   }
-  return { ...checkpoint, tensors };
+  return dequantizedCheckpoint(checkpoint);
 }
 
 describe('dynamic P with int8 weights (wasm)', () => {

@@ -7,17 +7,16 @@ import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { dumpModel } from '../src/cli/dump.ts';
-import { type Checkpoint, loadCheckpoint, openCheckpoint, tensorToFloat32 } from '../src/checkpoint/load.ts';
+import { loadCheckpoint, openCheckpoint } from '../src/checkpoint/load.ts';
 import { streamSetConfig } from '../src/checkpoint/stream-sets.ts';
 import { addStreamSetToConfig, saveStreamSet } from '../src/training/checkpoint.ts';
 import { randomWeights } from './helpers/random-model.ts';
 import { parseConfig } from '../src/checkpoint/config.ts';
-import { float32ToBytes } from '../src/checkpoint/safetensors.ts';
-import { dequantizeQ8, quantizeQ8 } from '../src/reference/q8.ts';
-import { checkWasmMemory, placementOf, plannedStreamSets } from '../src/wasm-bridge/plan.ts';
+import { checkWasmMemory, plannedStreamSets } from '../src/wasm-bridge/plan.ts';
 import { loadModel } from '../src/load-model.ts';
 import { ReferenceModel } from '../src/reference/model.ts';
 import { WasmModel } from '../src/wasm-bridge/model.ts';
+import { dequantizedCheckpoint } from './helpers/dequantized.ts';
 import { tinyConfigJson, writeSyntheticCheckpoint } from './helpers/synthetic-checkpoint.ts';
 import { compareRows, fixtureNames } from './helpers/fixtures.ts';
 import { expectedTensors as expectedTensorsOf } from '../src/checkpoint/config.ts';
@@ -116,20 +115,6 @@ describe('wasm backend against the reference', () => {
 });
 
 // ---- int8 weights -------------------------------------------------------------------------------
-
-/** The checkpoint the int8 model actually computes with: every matrix it quantizes replaced by q · s (float32). */
-function dequantizedCheckpoint(checkpoint: Checkpoint): Checkpoint {
-  const dtypeOf = (name: string) => checkpoint.tensors.get(name)!.dtype;
-  const tensors = new Map(
-    [...checkpoint.tensors].map(([name, t]) => {
-      if (placementOf(name, checkpoint.config, dtypeOf, 'int8') !== 'q8') return [name, t];
-      const [outDim, inDim] = t.shape;
-      const q = quantizeQ8(tensorToFloat32(t), outDim, inDim);
-      return [name, { ...t, dtype: 'F32' as const, data: float32ToBytes(dequantizeQ8(q.values, q.scales, outDim, inDim), 'F32') }];
-    }),
-  );
-  return { ...checkpoint, tensors };
-}
 
 const argmax = (row: ArrayLike<number>) => {
   let best = 0;
