@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ChatMessage } from '../text-model.ts';
+import { chatTemplateOf } from '../tokenizer/tokenizer.ts';
 import { UsageError, parseCommandLine } from './args.ts';
 import { generateOptionsFrom, loadTextModel, modelDirFrom, modelFlags, modelFlagsHelp, samplingFlags, samplingFlagsHelp, statsLine, withInterrupt } from './common.ts';
 
@@ -84,13 +85,12 @@ export async function chatCommand(args: string[]): Promise<number> {
 function refuseWithoutChatTemplate(dir: string): void {
   const file = join(dir, 'tokenizer_config.json');
   if (!existsSync(file)) return; // the loader reports what is missing
-  let config: { chat_template?: unknown };
+  let config: Record<string, unknown>;
   try {
     config = JSON.parse(readFileSync(file, 'utf8'));
   } catch {
     return; // the loader reports the broken file with its details
   }
-  const template = config.chat_template;
-  if (typeof template === 'string' || (Array.isArray(template) && template.length > 0)) return;
+  if (typeof config !== 'object' || config === null || chatTemplateOf(config) !== null) return;
   throw new UsageError(`${file}: no chat_template; this model cannot chat (it is a plain text model: use "parscale generate")`);
 }

@@ -101,14 +101,7 @@ export class Tokenizer {
   }
 
   get chatTemplate(): string | null {
-    const template = this.config.chat_template;
-    if (typeof template === 'string') return template;
-    // some tokenizer_config.json files hold a list of named templates
-    if (Array.isArray(template)) {
-      const named = template.find((t: { name?: string }) => t.name === 'default') ?? template[0];
-      return typeof named?.template === 'string' ? named.template : null;
-    }
-    return null;
+    return chatTemplateOf(this.config);
   }
 
   /** Render the conversation with the checkpoint's chat template, as transformers does. */
@@ -158,3 +151,15 @@ const UNICODE_TO_BYTE: Map<number, number> = (() => {
   }
   return map;
 })();
+
+/** The chat template of a tokenizer_config.json object, or null when it has none. */
+export function chatTemplateOf(config: Record<string, unknown>): string | null {
+  const template = config.chat_template;
+  if (typeof template === 'string') return template;
+  // some tokenizer_config.json files hold a list of named templates
+  if (Array.isArray(template)) {
+    const named = template.find((t: { name?: string }) => t?.name === 'default') ?? template[0];
+    return typeof named?.template === 'string' ? named.template : null;
+  }
+  return null;
+}
