@@ -211,6 +211,14 @@ describe('wasm backend with int8 weights', () => {
     assert.ok(agree >= 0.9 * total, `top-1 agreement ${agree}/${total}`);
   });
 
+  it('the reference backend refuses weights: int8 (it always computes with the stored weights)', async () => {
+    const dir = join(fixturesDir, fixtureNames[0]);
+    await assert.rejects(loadModel(dir, { backend: 'reference', weights: 'int8' }), {
+      name: 'RangeError',
+      message: /weights "int8" is an option of the wasm backend; the reference backend always computes with the stored weights/,
+    });
+  });
+
   it('1 thread and 2 threads give identical int8 logits', async () => {
     const { dir } = writeSyntheticCheckpoint(tinyConfigJson({ parscale_n: 4, hidden_size: 64, intermediate_size: 72 }), { dtype: 'BF16', seed: 6 });
     made.push(dir);
