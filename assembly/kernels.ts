@@ -27,6 +27,16 @@
 const F32: i32 = 0;
 const BF16: i32 = 1;
 const F16: i32 = 2;
+/**
+ * bf16 in "paired" order, the layout the wasm backend keeps bf16 matrices in (pair_bf16 below
+ * writes it at load): within each row, every full block of 8 weights w0..w7 is stored as
+ * w0 w4 w1 w5 w2 w6 w3 w7, and a last partial block (inDim % 8 weights) as it was. One 16-byte
+ * load then holds w0..w3 in the low halves of its four 32-bit lanes and w4..w7 in the high
+ * halves: a shift left by 16 gives w0..w3 as f32, a mask of the high halves w4..w7 — two cheap
+ * instructions for eight weights, where the natural order needs two widening loads and two
+ * shifts. The products are the same, in the same order, as for natural bf16.
+ */
+const BF16P: i32 = 3;
 
 // @ts-ignore: decorator
 @inline function weightShift(format: i32): usize {
@@ -69,9 +79,24 @@ function f16ToF32(h: u32): f32 {
   if (format == F32) return v128.load(p);
   // load16x4_u reads four u16 and zero-extends each into a 32-bit lane (one pmovzxwd on x86).
   const h = v128.load16x4_u(p);
-  // bf16 is the high half of an f32: shifting it up is the exact conversion.
-  if (format == BF16) return i32x4.shl(h, 16);
+  // bf16 is the high half of an f32: shifting it up is the exact conversion. (A BF16P row's
+  // partial last block is in natural order.)
+  if (format == BF16 || format == BF16P) return i32x4.shl(h, 16);
   return f16x4ToF32(h);
+}
+
+/** Weights i .. i + 3 of the block of 8 that starts at p (weight i), as f32x4. */
+// @ts-ignore: decorator
+@inline function low8(format: i32, p: usize): v128 {
+  if (format == BF16P) return i32x4.shl(v128.load(p), 16);
+  return load4(format, p);
+}
+
+/** Weights i + 4 .. i + 7 of the block of 8 that starts at p (weight i), as f32x4. */
+// @ts-ignore: decorator
+@inline function high8(format: i32, p: usize): v128 {
+  if (format == BF16P) return v128.and(v128.load(p), i32x4.splat(0xffff0000));
+  return load4(format, p + (<usize>4 << weightShift(format)));
 }
 
 /** One weight at p, widened to f32. */
@@ -79,7 +104,7 @@ function f16ToF32(h: u32): f32 {
 @inline function load1(format: i32, p: usize): f32 {
   if (format == F32) return load<f32>(p);
   const h = <u32>load<u16>(p);
-  if (format == BF16) return reinterpret<f32>(h << 16);
+  if (format == BF16 || format == BF16P) return reinterpret<f32>(h << 16); // tails are natural
   return f16ToF32(h);
 }
 
@@ -126,9 +151,45 @@ function f16ToF32(h: u32): f32 {
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
   let a20 = f32x4.splat(0), a21 = f32x4.splat(0), a30 = f32x4.splat(0), a31 = f32x4.splat(0);
   const vecEnd = inDim & ~3;
-  for (let i = 0; i < vecEnd; i += 4) {
+  const vec8 = inDim & ~7;
+  for (let i = 0; i < vec8; i += 8) {
     const xOff = <usize>i << 2;
     const wOff = <usize>i << shift;
+    // inputs i .. i + 3
+    let xv0 = v128.load(x0 + xOff);
+    let xv1 = v128.load(x1 + xOff);
+    let wv = low8(format, w0 + wOff);
+    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
+    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    wv = low8(format, w1 + wOff);
+    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
+    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    wv = low8(format, w2 + wOff);
+    a20 = f32x4.add(a20, f32x4.mul(wv, xv0));
+    a21 = f32x4.add(a21, f32x4.mul(wv, xv1));
+    wv = low8(format, w3 + wOff);
+    a30 = f32x4.add(a30, f32x4.mul(wv, xv0));
+    a31 = f32x4.add(a31, f32x4.mul(wv, xv1));
+    // inputs i + 4 .. i + 7
+    xv0 = v128.load(x0 + xOff, 16);
+    xv1 = v128.load(x1 + xOff, 16);
+    wv = high8(format, w0 + wOff);
+    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
+    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    wv = high8(format, w1 + wOff);
+    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
+    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    wv = high8(format, w2 + wOff);
+    a20 = f32x4.add(a20, f32x4.mul(wv, xv0));
+    a21 = f32x4.add(a21, f32x4.mul(wv, xv1));
+    wv = high8(format, w3 + wOff);
+    a30 = f32x4.add(a30, f32x4.mul(wv, xv0));
+    a31 = f32x4.add(a31, f32x4.mul(wv, xv1));
+  }
+  if (vec8 < vecEnd) {
+    // a last block of 4 inputs (natural order in every format)
+    const xOff = <usize>vec8 << 2;
+    const wOff = <usize>vec8 << shift;
     const xv0 = v128.load(x0 + xOff);
     const xv1 = v128.load(x1 + xOff);
     let wv = load4(format, w0 + wOff);
@@ -158,7 +219,7 @@ function f16ToF32(h: u32): f32 {
 
 /**
  * Two output rows (o0, o1) × four activation rows (r .. r + 3), the tile for 4 rows and more: each
- * weight vector is loaded and widened once for four rows (bf16 and f16 spend two widening
+ * weight vector is loaded and widened once for four rows (bf16 and f16 spend widening
  * instructions per weight vector on the same ports as the multiplies and adds, so this is where
  * their extra cost is paid least often). Register budget: 8 accumulators + 4 activation vectors +
  * the weight vectors in flight, within the 15 SIMD registers V8 allocates on x86-64.
@@ -174,9 +235,45 @@ function f16ToF32(h: u32): f32 {
   let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a02 = f32x4.splat(0), a03 = f32x4.splat(0);
   let a10 = f32x4.splat(0), a11 = f32x4.splat(0), a12 = f32x4.splat(0), a13 = f32x4.splat(0);
   const vecEnd = inDim & ~3;
-  for (let i = 0; i < vecEnd; i += 4) {
+  const vec8 = inDim & ~7;
+  for (let i = 0; i < vec8; i += 8) {
     const xOff = <usize>i << 2;
     const wOff = <usize>i << shift;
+    // inputs i .. i + 3
+    let xv0 = v128.load(x0 + xOff);
+    let xv1 = v128.load(x1 + xOff);
+    let xv2 = v128.load(x2 + xOff);
+    let xv3 = v128.load(x3 + xOff);
+    let wv = low8(format, w0 + wOff);
+    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
+    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    a02 = f32x4.add(a02, f32x4.mul(wv, xv2));
+    a03 = f32x4.add(a03, f32x4.mul(wv, xv3));
+    wv = low8(format, w1 + wOff);
+    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
+    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    a12 = f32x4.add(a12, f32x4.mul(wv, xv2));
+    a13 = f32x4.add(a13, f32x4.mul(wv, xv3));
+    // inputs i + 4 .. i + 7
+    xv0 = v128.load(x0 + xOff, 16);
+    xv1 = v128.load(x1 + xOff, 16);
+    xv2 = v128.load(x2 + xOff, 16);
+    xv3 = v128.load(x3 + xOff, 16);
+    wv = high8(format, w0 + wOff);
+    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
+    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    a02 = f32x4.add(a02, f32x4.mul(wv, xv2));
+    a03 = f32x4.add(a03, f32x4.mul(wv, xv3));
+    wv = high8(format, w1 + wOff);
+    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
+    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    a12 = f32x4.add(a12, f32x4.mul(wv, xv2));
+    a13 = f32x4.add(a13, f32x4.mul(wv, xv3));
+  }
+  if (vec8 < vecEnd) {
+    // a last block of 4 inputs (natural order in every format)
+    const xOff = <usize>vec8 << 2;
+    const wOff = <usize>vec8 << shift;
     const xv0 = v128.load(x0 + xOff);
     const xv1 = v128.load(x1 + xOff);
     const xv2 = v128.load(x2 + xOff);
@@ -214,9 +311,25 @@ function f16ToF32(h: u32): f32 {
   const x0 = x + ((<usize>r * <usize>inDim) << 2);
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
   const vecEnd = inDim & ~3;
-  for (let i = 0; i < vecEnd; i += 4) {
+  const vec8 = inDim & ~7;
+  for (let i = 0; i < vec8; i += 8) {
     const wOff = <usize>i << shift;
-    const xv = v128.load(x0 + (<usize>i << 2));
+    const xOff = <usize>i << 2;
+    const xLow = v128.load(x0 + xOff); // inputs i .. i + 3
+    const xHigh = v128.load(x0 + xOff, 16); // inputs i + 4 .. i + 7
+    a0 = f32x4.add(a0, f32x4.mul(low8(format, w0 + wOff), xLow));
+    a1 = f32x4.add(a1, f32x4.mul(low8(format, w1 + wOff), xLow));
+    a2 = f32x4.add(a2, f32x4.mul(low8(format, w2 + wOff), xLow));
+    a3 = f32x4.add(a3, f32x4.mul(low8(format, w3 + wOff), xLow));
+    a0 = f32x4.add(a0, f32x4.mul(high8(format, w0 + wOff), xHigh));
+    a1 = f32x4.add(a1, f32x4.mul(high8(format, w1 + wOff), xHigh));
+    a2 = f32x4.add(a2, f32x4.mul(high8(format, w2 + wOff), xHigh));
+    a3 = f32x4.add(a3, f32x4.mul(high8(format, w3 + wOff), xHigh));
+  }
+  if (vec8 < vecEnd) {
+    // a last block of 4 inputs (natural order in every format)
+    const wOff = <usize>vec8 << shift;
+    const xv = v128.load(x0 + (<usize>vec8 << 2));
     a0 = f32x4.add(a0, f32x4.mul(load4(format, w0 + wOff), xv));
     a1 = f32x4.add(a1, f32x4.mul(load4(format, w1 + wOff), xv));
     a2 = f32x4.add(a2, f32x4.mul(load4(format, w2 + wOff), xv));
@@ -234,6 +347,8 @@ const ACTIVATION_CHUNK_BYTES: i32 = 256 * 1024;
 
 // @ts-ignore: decorator
 @inline function matmulAny(format: i32, out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
+  // Every tile walks its rows' inputs in blocks of 8 (low8, high8), then one block of 4 if
+  // inDim & 4, then the scalar tail: the same order for every format, paired bf16 included.
   // Decode (rows = P ≤ 8): all rows in one chunk, so each weight row is read from memory exactly
   // once per call. Prefill (rows = P × tokens): chunks of rows (a multiple of 4) small enough to
   // stay in cache; the weights are then read once per chunk. Within a chunk, for bf16 and f16
@@ -244,14 +359,21 @@ const ACTIVATION_CHUNK_BYTES: i32 = 256 * 1024;
   const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~3);
   const last = oEnd - 1;
   const wRowBytes = <usize>inDim << weightShift(format);
+  // A tile's four outputs come from the four quarters of the range: o, o + q, o + 2q, o + 3q.
+  // Its four weight rows are then four long sequential streams through memory. With adjacent
+  // rows (o .. o + 3) every stream would end after one row (3 KB for inDim 1536) and restart
+  // four rows further on, and at decode, where each weight is used for only 1-8 rows, that
+  // held the read rate to about 60 % of a plain read loop (bench/matmul-rows.bench.ts --dram).
+  // Which outputs share a tile changes no output's operations.
+  const quarter = (oEnd - oStart + 3) >> 2;
   for (let r0 = 0; r0 < rows; r0 += chunk) {
     const r1 = min(rows, r0 + chunk);
-    for (let o = oStart; o < oEnd; o += 4) {
+    for (let o = oStart; o < oStart + quarter; o++) {
       // Past the end of the range the tile repeats the last row: the same inputs give the same
       // bits, stored to the same place, and there is only one code path.
-      const o1 = min(o + 1, last);
-      const o2 = min(o + 2, last);
-      const o3 = min(o + 3, last);
+      const o1 = min(o + quarter, last);
+      const o2 = min(o + 2 * quarter, last);
+      const o3 = min(o + 3 * quarter, last);
       const w0 = w + <usize>o * wRowBytes, w1 = w + <usize>o1 * wRowBytes;
       const w2 = w + <usize>o2 * wRowBytes, w3 = w + <usize>o3 * wRowBytes;
       let r = r0;
@@ -286,6 +408,31 @@ export function matmul_bf16(out: usize, x: usize, w: usize, bias: usize, rows: i
 /** matmul_f32 with W (outDim, inDim) stored as IEEE f16 (u16 each), widened exactly in registers. */
 export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
   matmulAny(F16, out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+}
+
+/**
+ * matmul_bf16 with W in paired order (BF16P above; pair_bf16 writes it). Same operations in the
+ * same order as matmul_bf16 on the natural matrix, so the same bits; fewer instructions per weight.
+ */
+export function matmul_bf16p(out: usize, x: usize, w: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32): void {
+  matmulAny(BF16P, out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+}
+
+/**
+ * Rows [rStart, rEnd) of a bf16 matrix w (rows, inDim), rewritten in place from natural to paired
+ * order (BF16P): each full block of 8 weights w0..w7 becomes w0 w4 w1 w5 w2 w6 w3 w7. Rows are
+ * independent, so threads may take any split.
+ */
+export function pair_bf16(w: usize, inDim: i32, rStart: i32, rEnd: i32): void {
+  const vec8 = inDim & ~7;
+  for (let r = rStart; r < rEnd; r++) {
+    const row = w + ((<usize>r * <usize>inDim) << 1);
+    for (let i = 0; i < vec8; i += 8) {
+      const p = row + (<usize>i << 1);
+      const v = v128.load(p);
+      v128.store(p, v128.shuffle<u16>(v, v, 0, 4, 1, 5, 2, 6, 3, 7));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -190,6 +190,49 @@ describe('wasm kernels against the TypeScript oracle', () => {
     );
   });
 
+  it('matmul_bf16p on a matrix rewritten by pair_bf16 gives exactly the bits of matmul_bf16 on the natural one, for any range', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 11 }),
+        // every remainder mod 8 (blocks of 8, a block of 4, the scalar tail) and a real width
+        fc.oneof(fc.integer({ min: 1, max: 70 }), fc.constantFrom(896, 1539)),
+        fc.integer({ min: 1, max: 40 }),
+        fc.boolean(),
+        fc.tuple(fc.nat(), fc.nat()),
+        fc.integer({ min: 0, max: 2 ** 31 }),
+        (rows, inDim, outDim, withBias, range, seed) =>
+          scoped(() => {
+            const random = rng(seed);
+            const x = kernels.f32(randomArray(random, rows * inDim, 1)).ptr;
+            const { raw } = randomWeights(random, 'bf16', outDim * inDim, 1);
+            const natural = place(raw);
+            const paired = place(raw);
+            // pair the rows in two pieces, as the loader's threads do
+            const cut = range[0] % (outDim + 1);
+            kernels.pair_bf16(paired, outDim, inDim, 0, cut);
+            kernels.pair_bf16(paired, outDim, inDim, cut, outDim);
+            const pairedBits = new Uint16Array(kernels.memory.buffer, paired, outDim * inDim);
+            // the layout as documented: block w0..w7 stored as w0 w4 w1 w5 w2 w6 w3 w7, the rest natural
+            for (let o = 0; o < outDim; o++) {
+              for (let i = 0; i < inDim; i++) {
+                const block = i - (i % 8);
+                const at = block + 8 <= inDim ? block + ((i % 8) < 4 ? 2 * (i % 8) : 2 * (i % 8 - 4) + 1) : i;
+                assert.equal(pairedBits[o * inDim + at], raw[o * inDim + i], `weight (${o}, ${i})`);
+              }
+            }
+            const bias = withBias ? kernels.f32(randomArray(random, outDim, 1)).ptr : null;
+            const [oStart, oEnd] = [range[0] % (outDim + 1), range[1] % (outDim + 1)].sort((a, b) => a - b);
+            const want = kernels.f32(rows * outDim);
+            const got = kernels.f32(rows * outDim);
+            kernels.matmul_bf16(want.ptr, x, natural, bias, rows, inDim, outDim, oStart, oEnd);
+            kernels.matmul_bf16p(got.ptr, x, paired, bias, rows, inDim, outDim, oStart, oEnd);
+            assert.deepEqual(new Uint32Array(got.array.slice().buffer), new Uint32Array(want.array.slice().buffer));
+          }),
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   // ---- matmul_q8 -----------------------------------------------------------------------------
 
   /**

@@ -17,8 +17,13 @@ export type WeightFormat = 'f32' | 'bf16' | 'f16';
 /** The `format` argument of quantize_q8. */
 export const SOURCE_FORMAT: Record<WeightFormat, number> = { f32: 0, bf16: 1, f16: 2 };
 
-/** A matrix's format in the kernels' memory: a stored width, or int8 with per-group scales (src/reference/q8.ts). */
-export type MatrixFormat = WeightFormat | 'q8';
+/**
+ * A matrix's format in the kernels' memory: a stored width; bf16 in paired order ('bf16p': each
+ * block of 8 weights w0..w7 of a row stored as w0 w4 w1 w5 w2 w6 w3 w7, see BF16P in
+ * assembly/kernels.ts; the wasm backend keeps bf16 matrices so); or int8 with per-group scales
+ * (src/reference/q8.ts).
+ */
+export type MatrixFormat = WeightFormat | 'bf16p' | 'q8';
 
 /** A weight matrix (outDim, inDim) in the kernels' memory. */
 export interface WeightMatrix {
@@ -33,6 +38,8 @@ export interface KernelExports {
   matmul_f32(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   matmul_bf16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
+  matmul_bf16p(out: Ptr, x: Ptr, w: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number): void;
+  pair_bf16(w: Ptr, inDim: number, rStart: number, rEnd: number): void;
   matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr, rows: number, inDim: number, outDim: number, oStart: number, oEnd: number, scratch: Ptr): void;
   dequantize_row_q8(out: Ptr, w: Ptr, scales: Ptr, inDim: number, row: number): void;
   quantize_q8(values: Ptr, scales: Ptr, source: Ptr, format: number, rows: number, inDim: number, rStart: number, rEnd: number): void;
@@ -176,7 +183,7 @@ export class WasmKernels {
   // ---- kernels: the oracle's names and argument order, arrays as pointers ---------------------
 
   /** out[r, o] = Σ_i w[o, i] · x[r, i] (+ bias[o]).  W (outDim, inDim) @ x (rows, inDim) -> out (rows, outDim), for o in [oStart, oEnd). */
-  matmul(format: WeightFormat, out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
+  matmul(format: WeightFormat | 'bf16p', out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
     this.exports[`matmul_${format}`](out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
   }
 
@@ -190,6 +197,16 @@ export class WasmKernels {
 
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
     this.exports.matmul_f16(out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  /** matmul_bf16 with W in paired order (see MatrixFormat): the same bits as matmul_bf16 on the natural matrix. */
+  matmul_bf16p(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim): void {
+    this.exports.matmul_bf16p(out, x, w, bias ?? 0, rows, inDim, outDim, oStart, oEnd);
+  }
+
+  /** Rewrite rows [rStart, rEnd) of the bf16 matrix w (rows, inDim) in place into paired order. */
+  pair_bf16(w: Ptr, rows: number, inDim: number, rStart = 0, rEnd = rows): void {
+    this.exports.pair_bf16(w, inDim, rStart, rEnd);
   }
 
   /**

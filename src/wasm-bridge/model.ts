@@ -3,7 +3,9 @@
 // pool of worker threads. Read the reference first; the comments here only explain what differs.
 //
 // - Matrix weights stay in their stored width (bf16, f16 or f32) and are widened in registers, so
-//   a decode step reads every weight byte exactly once for all P streams. With `weights: 'int8'`
+//   a decode step reads every weight byte exactly once for all P streams. bf16 matrices are put
+//   into paired order at load (each block of 8 weights reordered so one load widens in two
+//   instructions; the same bits, see BF16P in assembly/kernels.ts). With `weights: 'int8'`
 //   the large matrices are quantized at load instead (src/reference/q8.ts; which tensors: plan.ts).
 // - Loading streams: the WebAssembly memory is sized from the headers alone (plan.ts checks the
 //   budget before any weight is read), then each tensor is read straight into its place, or
@@ -303,6 +305,15 @@ export class WasmModel implements LanguageModel {
       const loadScratch = new Uint8Array(memory, kernels.alloc(scratchBytes), scratchBytes);
       await fill((tensor) => destinations.get(tensor)!(loadScratch));
       kernels.release(afterWeights);
+      // bf16 matrices of the products go into paired order (fewer instructions per weight, same
+      // bits: see BF16P in assembly/kernels.ts). Not the aggregation layer (its own kernel reads
+      // it) nor an untied embedding table (only looked up).
+      for (const [name, m] of own.matrices) {
+        if (m.format !== 'bf16' || name.startsWith('model.aggregate_layer.') || (name === 'model.embed_tokens.weight' && !config.tieWordEmbeddings)) continue;
+        const [rows, inDim] = byName.get(name)!.shape;
+        kernels.pair_bf16(m.ptr, rows, inDim);
+        m.format = 'bf16p';
+      }
 
       const layers: WasmLayer[] = [];
       for (let i = 0; i < config.numLayers; i++) {
@@ -578,6 +589,12 @@ export class WasmModel implements LanguageModel {
     if (format === 'bf16') {
       const bits = new Uint32Array(row.buffer);
       for (let j = 0; j < H; j++) bits[j] = raw[j] << 16;
+    } else if (format === 'bf16p') {
+      // a tied embedding in paired order: block w0..w7 is stored as w0 w4 w1 w5 w2 w6 w3 w7
+      const bits = new Uint32Array(row.buffer);
+      const vec8 = H & ~7;
+      for (let j = 0; j < vec8; j++) bits[j] = raw[(j & ~7) + ((j & 7) < 4 ? 2 * (j & 7) : 2 * (j & 7) - 7)] << 16;
+      for (let j = vec8; j < H; j++) bits[j] = raw[j] << 16;
     } else {
       for (let j = 0; j < H; j++) row[j] = f16ToFloat(raw[j]);
     }

@@ -25,6 +25,7 @@ const OP_MATMUL: Record<WeightFormat, number> = { f32: 1, bf16: 2, f16: 3 };
 const OP_MATMUL_Q8 = 4; // one more argument: the scales
 const OP_QUANTIZE_Q8 = 5; // split by source rows instead of output rows
 const OP_READ = 6; // the read-loop roofline: each thread reads its share of a byte range
+const OP_MATMUL_BF16P = 7; // bf16 in paired order
 
 /** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
 const SPIN_POLLS = 20_000;
@@ -68,6 +69,7 @@ function runShare(kernels: KernelExports, control: Int32Array, part: number, par
   if (op === OP_MATMUL.f32) kernels.matmul_f32(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.bf16) kernels.matmul_bf16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.f16) kernels.matmul_f16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
+  else if (op === OP_MATMUL_BF16P) kernels.matmul_bf16p(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL_Q8) kernels.matmul_q8(out, x, w, scales, bias, rows, inDim, outDim, oStart, oEnd, scratch);
   else throw new Error(`kernel pool: unknown op ${op}`);
 }
@@ -164,8 +166,8 @@ export class KernelPool {
   }
 
   /** The whole product out = W x (+ bias), split over the threads by output rows. Same contract as WasmKernels.matmul. */
-  matmul(format: WeightFormat, out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
-    this.run(OP_MATMUL[format], [out, x, w, bias ?? 0, rows, inDim, outDim]);
+  matmul(format: WeightFormat | 'bf16p', out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    this.run(format === 'bf16p' ? OP_MATMUL_BF16P : OP_MATMUL[format], [out, x, w, bias ?? 0, rows, inDim, outDim]);
   }
 
   matmul_f32(out: Ptr, x: Ptr, w: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
