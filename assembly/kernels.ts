@@ -19,8 +19,9 @@
 // - Floating point: where the oracle's float64 arithmetic is cheap (norms, RoPE, softmax, SwiGLU),
 //   it is mirrored in f64 so results agree to the last bit or nearly; the big sums (matmul and the
 //   attention dot products) accumulate in f32 lanes, which is what makes them fast. WebAssembly
-//   has no fused multiply-add outside relaxed SIMD, so every mul then add is rounded twice — and
-//   the result is the same on every machine.
+//   has no fused multiply-add outside relaxed SIMD, so in the plain build every mul then add is
+//   rounded twice — and the result is the same on every machine. The relaxed-SIMD build fuses
+//   the matrix products' multiply-adds (see madd below); the engine picks the build (bridge).
 
 // Weight formats. Only compile-time constants are passed: the @inline helpers below fold every
 // `format ==` test away, so each exported matmul is its own straight-line loop.
@@ -108,6 +109,21 @@ function f16ToF32(h: u32): f32 {
   return f16ToF32(h);
 }
 
+/**
+ * acc + w · x, lane by lane: the multiply-add of the matrix products. The plain build
+ * (kernels.wasm) rounds the product and then the sum. The relaxed-SIMD build
+ * (kernels-relaxed.wasm, `npm run build:wasm` compiles both from this file) uses
+ * f32x4.relaxed_madd, which the engine turns into one fused multiply-add where the CPU has one
+ * (x86 FMA3, ARM NEON): one instruction instead of two and one rounding instead of two. Relaxed
+ * SIMD lets an engine fuse or not, so that build's bits may differ between machines (never
+ * between threads or runs on one machine); both stay within the tests' summation bound.
+ */
+// @ts-ignore: decorator
+@inline function madd(acc: v128, w: v128, x: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(w, x, acc);
+  return f32x4.add(acc, f32x4.mul(w, x));
+}
+
 /** Lane sum in a fixed order: (l0 + l2) + (l1 + l3). */
 // @ts-ignore: decorator
 @inline function hsum(v: v128): f32 {
@@ -159,32 +175,32 @@ function f16ToF32(h: u32): f32 {
     let xv0 = v128.load(x0 + xOff);
     let xv1 = v128.load(x1 + xOff);
     let wv = low8(format, w0 + wOff);
-    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
-    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    a00 = madd(a00, wv, xv0);
+    a01 = madd(a01, wv, xv1);
     wv = low8(format, w1 + wOff);
-    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
-    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    a10 = madd(a10, wv, xv0);
+    a11 = madd(a11, wv, xv1);
     wv = low8(format, w2 + wOff);
-    a20 = f32x4.add(a20, f32x4.mul(wv, xv0));
-    a21 = f32x4.add(a21, f32x4.mul(wv, xv1));
+    a20 = madd(a20, wv, xv0);
+    a21 = madd(a21, wv, xv1);
     wv = low8(format, w3 + wOff);
-    a30 = f32x4.add(a30, f32x4.mul(wv, xv0));
-    a31 = f32x4.add(a31, f32x4.mul(wv, xv1));
+    a30 = madd(a30, wv, xv0);
+    a31 = madd(a31, wv, xv1);
     // inputs i + 4 .. i + 7
     xv0 = v128.load(x0 + xOff, 16);
     xv1 = v128.load(x1 + xOff, 16);
     wv = high8(format, w0 + wOff);
-    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
-    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    a00 = madd(a00, wv, xv0);
+    a01 = madd(a01, wv, xv1);
     wv = high8(format, w1 + wOff);
-    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
-    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    a10 = madd(a10, wv, xv0);
+    a11 = madd(a11, wv, xv1);
     wv = high8(format, w2 + wOff);
-    a20 = f32x4.add(a20, f32x4.mul(wv, xv0));
-    a21 = f32x4.add(a21, f32x4.mul(wv, xv1));
+    a20 = madd(a20, wv, xv0);
+    a21 = madd(a21, wv, xv1);
     wv = high8(format, w3 + wOff);
-    a30 = f32x4.add(a30, f32x4.mul(wv, xv0));
-    a31 = f32x4.add(a31, f32x4.mul(wv, xv1));
+    a30 = madd(a30, wv, xv0);
+    a31 = madd(a31, wv, xv1);
   }
   if (vec8 < vecEnd) {
     // a last block of 4 inputs (natural order in every format)
@@ -193,17 +209,17 @@ function f16ToF32(h: u32): f32 {
     const xv0 = v128.load(x0 + xOff);
     const xv1 = v128.load(x1 + xOff);
     let wv = load4(format, w0 + wOff);
-    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
-    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
+    a00 = madd(a00, wv, xv0);
+    a01 = madd(a01, wv, xv1);
     wv = load4(format, w1 + wOff);
-    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
-    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
+    a10 = madd(a10, wv, xv0);
+    a11 = madd(a11, wv, xv1);
     wv = load4(format, w2 + wOff);
-    a20 = f32x4.add(a20, f32x4.mul(wv, xv0));
-    a21 = f32x4.add(a21, f32x4.mul(wv, xv1));
+    a20 = madd(a20, wv, xv0);
+    a21 = madd(a21, wv, xv1);
     wv = load4(format, w3 + wOff);
-    a30 = f32x4.add(a30, f32x4.mul(wv, xv0));
-    a31 = f32x4.add(a31, f32x4.mul(wv, xv1));
+    a30 = madd(a30, wv, xv0);
+    a31 = madd(a31, wv, xv1);
   }
   const out0 = out + ((<usize>r * <usize>outDim) << 2);
   const out1 = out0 + (<usize>outDim << 2);
@@ -245,30 +261,30 @@ function f16ToF32(h: u32): f32 {
     let xv2 = v128.load(x2 + xOff);
     let xv3 = v128.load(x3 + xOff);
     let wv = low8(format, w0 + wOff);
-    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
-    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
-    a02 = f32x4.add(a02, f32x4.mul(wv, xv2));
-    a03 = f32x4.add(a03, f32x4.mul(wv, xv3));
+    a00 = madd(a00, wv, xv0);
+    a01 = madd(a01, wv, xv1);
+    a02 = madd(a02, wv, xv2);
+    a03 = madd(a03, wv, xv3);
     wv = low8(format, w1 + wOff);
-    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
-    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
-    a12 = f32x4.add(a12, f32x4.mul(wv, xv2));
-    a13 = f32x4.add(a13, f32x4.mul(wv, xv3));
+    a10 = madd(a10, wv, xv0);
+    a11 = madd(a11, wv, xv1);
+    a12 = madd(a12, wv, xv2);
+    a13 = madd(a13, wv, xv3);
     // inputs i + 4 .. i + 7
     xv0 = v128.load(x0 + xOff, 16);
     xv1 = v128.load(x1 + xOff, 16);
     xv2 = v128.load(x2 + xOff, 16);
     xv3 = v128.load(x3 + xOff, 16);
     wv = high8(format, w0 + wOff);
-    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
-    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
-    a02 = f32x4.add(a02, f32x4.mul(wv, xv2));
-    a03 = f32x4.add(a03, f32x4.mul(wv, xv3));
+    a00 = madd(a00, wv, xv0);
+    a01 = madd(a01, wv, xv1);
+    a02 = madd(a02, wv, xv2);
+    a03 = madd(a03, wv, xv3);
     wv = high8(format, w1 + wOff);
-    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
-    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
-    a12 = f32x4.add(a12, f32x4.mul(wv, xv2));
-    a13 = f32x4.add(a13, f32x4.mul(wv, xv3));
+    a10 = madd(a10, wv, xv0);
+    a11 = madd(a11, wv, xv1);
+    a12 = madd(a12, wv, xv2);
+    a13 = madd(a13, wv, xv3);
   }
   if (vec8 < vecEnd) {
     // a last block of 4 inputs (natural order in every format)
@@ -279,15 +295,15 @@ function f16ToF32(h: u32): f32 {
     const xv2 = v128.load(x2 + xOff);
     const xv3 = v128.load(x3 + xOff);
     let wv = load4(format, w0 + wOff);
-    a00 = f32x4.add(a00, f32x4.mul(wv, xv0));
-    a01 = f32x4.add(a01, f32x4.mul(wv, xv1));
-    a02 = f32x4.add(a02, f32x4.mul(wv, xv2));
-    a03 = f32x4.add(a03, f32x4.mul(wv, xv3));
+    a00 = madd(a00, wv, xv0);
+    a01 = madd(a01, wv, xv1);
+    a02 = madd(a02, wv, xv2);
+    a03 = madd(a03, wv, xv3);
     wv = load4(format, w1 + wOff);
-    a10 = f32x4.add(a10, f32x4.mul(wv, xv0));
-    a11 = f32x4.add(a11, f32x4.mul(wv, xv1));
-    a12 = f32x4.add(a12, f32x4.mul(wv, xv2));
-    a13 = f32x4.add(a13, f32x4.mul(wv, xv3));
+    a10 = madd(a10, wv, xv0);
+    a11 = madd(a11, wv, xv1);
+    a12 = madd(a12, wv, xv2);
+    a13 = madd(a13, wv, xv3);
   }
   const out0 = out + ((<usize>r * <usize>outDim) << 2);
   const outRowBytes = <usize>outDim << 2;
@@ -317,23 +333,23 @@ function f16ToF32(h: u32): f32 {
     const xOff = <usize>i << 2;
     const xLow = v128.load(x0 + xOff); // inputs i .. i + 3
     const xHigh = v128.load(x0 + xOff, 16); // inputs i + 4 .. i + 7
-    a0 = f32x4.add(a0, f32x4.mul(low8(format, w0 + wOff), xLow));
-    a1 = f32x4.add(a1, f32x4.mul(low8(format, w1 + wOff), xLow));
-    a2 = f32x4.add(a2, f32x4.mul(low8(format, w2 + wOff), xLow));
-    a3 = f32x4.add(a3, f32x4.mul(low8(format, w3 + wOff), xLow));
-    a0 = f32x4.add(a0, f32x4.mul(high8(format, w0 + wOff), xHigh));
-    a1 = f32x4.add(a1, f32x4.mul(high8(format, w1 + wOff), xHigh));
-    a2 = f32x4.add(a2, f32x4.mul(high8(format, w2 + wOff), xHigh));
-    a3 = f32x4.add(a3, f32x4.mul(high8(format, w3 + wOff), xHigh));
+    a0 = madd(a0, low8(format, w0 + wOff), xLow);
+    a1 = madd(a1, low8(format, w1 + wOff), xLow);
+    a2 = madd(a2, low8(format, w2 + wOff), xLow);
+    a3 = madd(a3, low8(format, w3 + wOff), xLow);
+    a0 = madd(a0, high8(format, w0 + wOff), xHigh);
+    a1 = madd(a1, high8(format, w1 + wOff), xHigh);
+    a2 = madd(a2, high8(format, w2 + wOff), xHigh);
+    a3 = madd(a3, high8(format, w3 + wOff), xHigh);
   }
   if (vec8 < vecEnd) {
     // a last block of 4 inputs (natural order in every format)
     const wOff = <usize>vec8 << shift;
     const xv = v128.load(x0 + (<usize>vec8 << 2));
-    a0 = f32x4.add(a0, f32x4.mul(load4(format, w0 + wOff), xv));
-    a1 = f32x4.add(a1, f32x4.mul(load4(format, w1 + wOff), xv));
-    a2 = f32x4.add(a2, f32x4.mul(load4(format, w2 + wOff), xv));
-    a3 = f32x4.add(a3, f32x4.mul(load4(format, w3 + wOff), xv));
+    a0 = madd(a0, load4(format, w0 + wOff), xv);
+    a1 = madd(a1, load4(format, w1 + wOff), xv);
+    a2 = madd(a2, load4(format, w2 + wOff), xv);
+    a3 = madd(a3, load4(format, w3 + wOff), xv);
   }
   const out0 = out + ((<usize>r * <usize>outDim) << 2);
   store<f32>(out0 + (<usize>o0 << 2), finish(format, a0, w0, x0, vecEnd, inDim, bias, o0));
@@ -1036,6 +1052,38 @@ export function madd_peak(iterations: i32): f32 {
     a9 = f32x4.add(f32x4.mul(a9, m), c);
     a10 = f32x4.add(f32x4.mul(a10, m), c);
     a11 = f32x4.add(f32x4.mul(a11, m), c);
+  }
+  const sum = f32x4.add(
+    f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7))),
+    f32x4.add(f32x4.add(a8, a9), f32x4.add(a10, a11)),
+  );
+  return hsum(sum);
+}
+
+/**
+ * madd_peak with the products' own multiply-add (madd above): in the relaxed-SIMD build a fused
+ * multiply-add per step, in the plain build the same as madd_peak. The benchmarks state the
+ * relaxed build's efficiency against this peak too.
+ */
+export function fma_peak(iterations: i32): f32 {
+  const m = f32x4.splat(0.5);
+  const c = f32x4.splat(1);
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0.1), a2 = f32x4.splat(0.2), a3 = f32x4.splat(0.3);
+  let a4 = f32x4.splat(0.4), a5 = f32x4.splat(0.5), a6 = f32x4.splat(0.6), a7 = f32x4.splat(0.7);
+  let a8 = f32x4.splat(0.8), a9 = f32x4.splat(0.9), a10 = f32x4.splat(1.1), a11 = f32x4.splat(1.2);
+  for (let i = 0; i < iterations; i++) {
+    a0 = madd(c, a0, m);
+    a1 = madd(c, a1, m);
+    a2 = madd(c, a2, m);
+    a3 = madd(c, a3, m);
+    a4 = madd(c, a4, m);
+    a5 = madd(c, a5, m);
+    a6 = madd(c, a6, m);
+    a7 = madd(c, a7, m);
+    a8 = madd(c, a8, m);
+    a9 = madd(c, a9, m);
+    a10 = madd(c, a10, m);
+    a11 = madd(c, a11, m);
   }
   const sum = f32x4.add(
     f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7))),

@@ -143,7 +143,8 @@ for (const [inDim, outDim] of shapes) {
         format === 'q8'
           ? e.matmul_q8(out, x.ptr, at.w, at.scales, bias.ptr, rows, inDim, outDim, oStart, oEnd, scratch)
           : e[`matmul_${format}`](out, x.ptr, at.w, bias.ptr, rows, inDim, outDim, oStart, oEnd);
-      const has = variants.map((v) => typeof v.exports[format === 'q8' ? 'matmul_q8' : `matmul_${format}`] === 'function');
+      const kernelName = format === 'q8' ? 'matmul_q8' : (`matmul_${format}` as const);
+      const has = variants.map((v) => typeof v.exports[kernelName] === 'function');
       // Slices of a multiple of 4 outputs (the pool's split), walking through the whole matrix
       // and then on to the next copy.
       const slice = Math.min(outDim, Math.max(4, Math.round(FLOPS_PER_CALL / (2 * rows * inDim) / 4) * 4));

@@ -108,6 +108,11 @@ export async function benchCommand(args: string[]): Promise<number> {
       report.read_loop_bytes_per_s_1_thread = roof.readBytesPerSecond;
       report.read_loop_bytes_per_s_all_threads = roof.readBytesPerSecondAllThreads;
       report.madd_peak_per_s_1_thread = roof.maddPerSecond;
+      report.madd_peak_per_s_all_threads = roof.maddPerSecondAllThreads;
+      // the multiply-add the products use: fused in the relaxed-SIMD build, else the same loop
+      report.kernel_build = roof.kernelBuild;
+      report.fma_peak_per_s_1_thread = roof.fmaPerSecond;
+      report.fma_peak_per_s_all_threads = roof.fmaPerSecondAllThreads;
     }
     if (values.json) {
       console.log(JSON.stringify(report));

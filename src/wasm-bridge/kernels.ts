@@ -53,6 +53,7 @@ export interface KernelExports {
   aggregate_f16(out: Ptr, weightsOut: Ptr, hidden: Ptr, w0: Ptr, b0: Ptr, w2: Ptr, b2: Ptr, smoothing: number, P: number, H: number, scratch: Ptr): void;
   read_bandwidth(ptr: Ptr, bytes: number): number;
   madd_peak(iterations: number): number;
+  fma_peak(iterations: number): number;
   heap_base(): Ptr;
 }
 
@@ -60,14 +61,60 @@ export const WASM_PAGE_BYTES = 65536;
 /** The module declares its memory with at most 65536 pages: 4 GiB, all wasm32 can address. */
 export const MAX_PAGES = 65536;
 
+/**
+ * The two builds of assembly/kernels.ts: 'simd' (kernels.wasm: WebAssembly SIMD only, runs
+ * everywhere, the same bits on every machine) and 'relaxed-simd' (kernels-relaxed.wasm: the matrix
+ * products use relaxed SIMD's fused multiply-add, see madd there).
+ */
+export type KernelBuild = 'simd' | 'relaxed-simd';
+export const KERNEL_BUILDS: readonly KernelBuild[] = ['simd', 'relaxed-simd'];
+
 export const kernelsWasmUrl = new URL('./kernels.wasm', import.meta.url);
+export const relaxedKernelsWasmUrl = new URL('./kernels-relaxed.wasm', import.meta.url);
+const URLS: Record<KernelBuild, URL> = { simd: kernelsWasmUrl, 'relaxed-simd': relaxedKernelsWasmUrl };
 
-let compiled: WebAssembly.Module | undefined;
+/**
+ * The smallest module that uses relaxed SIMD: one function returning f32x4.relaxed_madd of its
+ * three v128 arguments. Whether the engine validates it is the feature check.
+ */
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+  0x01, 0x08, 0x01, 0x60, 0x03, 0x7b, 0x7b, 0x7b, 0x01, 0x7b, // type: (v128 v128 v128) -> v128
+  0x03, 0x02, 0x01, 0x00, // function 0 has type 0
+  0x0a, 0x0d, 0x01, 0x0b, 0x00, 0x20, 0x00, 0x20, 0x01, 0x20, 0x02, 0xfd, 0x85, 0x02, 0x0b, // local.get 0 1 2; f32x4.relaxed_madd
+]);
 
-/** The compiled module, compiled once per thread. A Module can be posted to workers as is. */
-export function kernelsModule(): WebAssembly.Module {
-  compiled ??= new WebAssembly.Module(readFileSync(kernelsWasmUrl));
-  return compiled;
+/** Whether this engine runs relaxed SIMD (Deno 2, Node ≥ 22, Node 20 with --experimental-wasm-relaxed-simd). */
+export function relaxedSimdSupported(): boolean {
+  return WebAssembly.validate(RELAXED_SIMD_PROBE);
+}
+
+/**
+ * The build the kernels run: PARSCALE_WASM=simd|relaxed-simd if set, else relaxed-simd where the
+ * engine supports it and simd elsewhere.
+ */
+export function kernelBuild(): KernelBuild {
+  const forced = process.env.PARSCALE_WASM;
+  if (forced !== undefined && forced !== '') {
+    if (!(KERNEL_BUILDS as readonly string[]).includes(forced)) throw new Error(`PARSCALE_WASM must be one of ${KERNEL_BUILDS.join(', ')}, got "${forced}"`);
+    if (forced === 'relaxed-simd' && !relaxedSimdSupported()) {
+      throw new Error('PARSCALE_WASM=relaxed-simd, but this JavaScript engine does not support WebAssembly relaxed SIMD (on Node 20 run node with --experimental-wasm-relaxed-simd)');
+    }
+    return forced as KernelBuild;
+  }
+  return relaxedSimdSupported() ? 'relaxed-simd' : 'simd';
+}
+
+const compiled = new Map<KernelBuild, WebAssembly.Module>();
+
+/** The compiled module of a build (default: kernelBuild()), compiled once per thread. A Module can be posted to workers as is. */
+export function kernelsModule(build: KernelBuild = kernelBuild()): WebAssembly.Module {
+  let module = compiled.get(build);
+  if (module === undefined) {
+    module = new WebAssembly.Module(readFileSync(URLS[build]));
+    compiled.set(build, module);
+  }
+  return module;
 }
 
 /** One instance of the kernels over `memory` (each worker thread makes its own). */
@@ -94,12 +141,15 @@ export interface WasmKernelsOptions {
   initialPages?: number;
   /** The most pages the memory may ever grow to (≤ 65536). */
   maximumPages?: number;
+  /** Which build of the kernels (default: kernelBuild()). */
+  build?: KernelBuild;
 }
 
 /** The kernels on one shared memory, with a bump allocator and the oracle-shaped wrappers. */
 export class WasmKernels {
   readonly memory: WebAssembly.Memory;
   readonly module: WebAssembly.Module;
+  readonly build: KernelBuild;
   readonly exports: KernelExports;
   /** Where allocation starts: the first 16-byte boundary after the module's static data. */
   readonly heapBase: Ptr;
@@ -109,7 +159,8 @@ export class WasmKernels {
     const initial = options.initialPages ?? 16;
     const maximum = options.maximumPages ?? MAX_PAGES;
     this.memory = new WebAssembly.Memory({ initial, maximum, shared: true });
-    this.module = kernelsModule();
+    this.build = options.build ?? kernelBuild();
+    this.module = kernelsModule(this.build);
     this.exports = instantiateKernels(this.memory, this.module);
     this.heapBase = align(this.exports.heap_base(), 16);
     this.top = this.heapBase;

@@ -26,7 +26,7 @@ import { type DType, DTYPE_BYTES, bytesToFloat32, f16ToFloat } from '../checkpoi
 import { availableStreamCounts, backboneConfig, expectedStreamTensors, unknownStreamCountError } from '../checkpoint/stream-sets.ts';
 import { ropeFrequencies } from '../reference/kernels.ts';
 import { q8Groups, quantizeRowsQ8 } from '../reference/q8.ts';
-import { type Ptr, type WeightFormat, type WeightMatrix, WasmKernels } from './kernels.ts';
+import { type KernelBuild, type Ptr, type WeightFormat, type WeightMatrix, WasmKernels } from './kernels.ts';
 import { type WeightsChoice, WEIGHT_CHOICES, checkWasmMemory, placementOf, plannedStreamSets } from './plan.ts';
 import { KernelPool } from './pool.ts';
 
@@ -70,6 +70,21 @@ interface WasmLayer {
   /** [P, nKV, T, d] as float32, copied into each new sequence's cache */
   prefixKeys: Float32Array | null;
   prefixValues: Float32Array | null;
+}
+
+/** What measureRooflines returns: the machine's limits, measured now with this model's kernels. */
+export interface Rooflines {
+  /** bytes/s of a plain v128 read loop over the weights: one thread, and all threads each reading a share */
+  readBytesPerSecond: number;
+  readBytesPerSecondAllThreads: number;
+  /** f32 multiply-adds/s of a register-only loop of mul then add (madd_peak): one thread, all threads at once */
+  maddPerSecond: number;
+  maddPerSecondAllThreads: number;
+  /** the same with the products' own multiply-add (fma_peak: fused in the relaxed-SIMD build, else = madd) */
+  fmaPerSecond: number;
+  fmaPerSecondAllThreads: number;
+  /** which build of the kernels ran */
+  kernelBuild: KernelBuild;
 }
 
 /** f32 multiply-adds per iteration of assembly's madd_peak (see its contract comment) */
@@ -410,10 +425,11 @@ export class WasmModel implements LanguageModel {
   /**
    * The rooflines the benchmark compares against, measured on this machine now: bytes/s of a
    * plain v128 read loop over the model's own weights (the same bytes a decode step must read;
-   * one thread, and all the pool's threads each reading its share), and f32 multiply-adds/s of a
-   * register-only loop (one thread).
+   * one thread, and all the pool's threads each reading its share), and f32 multiply-adds/s of
+   * register-only loops (one thread, and all threads at once), with mul then add and with the
+   * products' own multiply-add (see Rooflines).
    */
-  measureRooflines(): { readBytesPerSecond: number; readBytesPerSecondAllThreads: number; maddPerSecond: number } {
+  measureRooflines(): Rooflines {
     // Best of several calls: V8 first runs wasm in its baseline compiler and swaps in optimised
     // code only for later calls, so a single long call would measure the baseline code.
     const e = this.kernels.exports;
@@ -429,8 +445,17 @@ export class WasmModel implements LanguageModel {
     const readBytesPerSecond = best(5, () => e.read_bandwidth(this.weightsStart, this.weightBytes), this.weightBytes);
     const readBytesPerSecondAllThreads = best(5, () => this.pool.read(this.weightsStart, this.weightBytes), this.weightBytes);
     const iterations = 2_000_000;
-    const maddPerSecond = best(20, () => e.madd_peak(iterations), iterations * MADD_PER_ITERATION);
-    return { readBytesPerSecond, readBytesPerSecondAllThreads, maddPerSecond };
+    const work = iterations * MADD_PER_ITERATION;
+    const threads = this.pool.threads;
+    return {
+      readBytesPerSecond,
+      readBytesPerSecondAllThreads,
+      maddPerSecond: best(20, () => e.madd_peak(iterations), work),
+      maddPerSecondAllThreads: best(10, () => this.pool.peak('madd', iterations), work * threads),
+      fmaPerSecond: best(20, () => e.fma_peak(iterations), work),
+      fmaPerSecondAllThreads: best(10, () => this.pool.peak('fma', iterations), work * threads),
+      kernelBuild: this.kernels.build,
+    };
   }
 
   newSequence(): SequenceState {

@@ -26,6 +26,7 @@ const OP_MATMUL_Q8 = 4; // one more argument: the scales
 const OP_QUANTIZE_Q8 = 5; // split by source rows instead of output rows
 const OP_READ = 6; // the read-loop roofline: each thread reads its share of a byte range
 const OP_MATMUL_BF16P = 7; // bf16 in paired order
+const OP_PEAK = 8; // the multiply-add roofline: every thread runs madd_peak (0) or fma_peak (1)
 
 /** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
 const SPIN_POLLS = 20_000;
@@ -53,6 +54,12 @@ function runShare(kernels: KernelExports, control: Int32Array, part: number, par
     const [ptr, blocks] = control.subarray(ARGS, ARGS + 2);
     const [bStart, bEnd] = outputRange(part, parts, blocks);
     if (bStart < bEnd) kernels.read_bandwidth((ptr >>> 0) + bStart * 64, (bEnd - bStart) * 64);
+    return;
+  }
+  if (op === OP_PEAK) {
+    const [kind, iterations] = control.subarray(ARGS, ARGS + 2);
+    if (kind === 0) kernels.madd_peak(iterations);
+    else kernels.fma_peak(iterations);
     return;
   }
   if (op === OP_QUANTIZE_Q8) {
@@ -196,6 +203,11 @@ export class KernelPool {
   /** read_bandwidth over [ptr, ptr + bytes) (whole 64-byte blocks), split over the threads: the read-loop roofline of all threads. */
   read(ptr: Ptr, bytes: number): void {
     this.run(OP_READ, [ptr, Math.floor(bytes / 64)]);
+  }
+
+  /** madd_peak ('madd') or fma_peak ('fma') with `iterations` on every thread at once: the multiply-add roofline of all threads. */
+  peak(kind: 'madd' | 'fma', iterations: number): void {
+    this.run(OP_PEAK, [kind === 'madd' ? 0 : 1, iterations]);
   }
 
   /** quantize_q8 of every row of source (rows, inDim), the rows split over the threads (see WasmKernels.quantize_q8). */
