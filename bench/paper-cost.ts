@@ -492,7 +492,7 @@ function fitTable(): string[] {
   return lines;
 }
 
-function page(rows: Row[], options: Options, measuredAt: Date | null): string {
+export function page(rows: Row[], options: Options, measuredAt: Date | null): string {
   const fit: LawFit = LAW_FITS[options.fit];
   const otherFitName = (Object.keys(LAW_FITS) as FitName[]).find((name) => name !== options.fit)!;
   const otherRows = planRows({ ...options, fit: otherFitName });
@@ -596,6 +596,9 @@ function page(rows: Row[], options: Options, measuredAt: Date | null): string {
         );
       }
       lines.push('');
+    }
+    for (const weights of formatsOf(options.weights).filter((w) => !comparisons.some((c) => c.weights === w))) {
+      lines.push(`No comparison with ${formatLabel(weights)}: in that format the P = 1 base, the ParScale rows or their matched models were not measured (see its table).`, '');
     }
     lines.push('## Where this CPU differs from the GPU claim', '');
     for (const weights of formatsOf(options.weights)) {
@@ -761,7 +764,8 @@ export function plotSvg(rows: Row[], options: Pick<Options, 'promptTokens' | 'ne
   panels.forEach((spec, index) => {
     const x0 = panel.left + index * (panel.width + panel.gap);
     const xValues = measured.map(spec.value);
-    const xTicks = xValues.length > 0 ? niceTicks(Math.min(...xValues), Math.max(...xValues), 5) : [0, 1];
+    // room on the right for the last point's label
+    const xTicks = xValues.length > 0 ? niceTicks(Math.min(...xValues), Math.max(...xValues) + 0.1 * (Math.max(...xValues) - Math.min(...xValues)), 5) : [0, 1];
     const [xMin, xMax] = [xTicks[0], xTicks[xTicks.length - 1]];
     const px = (v: number) => x0 + ((v - xMin) / (xMax - xMin || 1)) * panel.width;
     const py = (v: number) => panel.top + plotHeight - ((v - yMin) / (yMax - yMin || 1)) * plotHeight;
@@ -790,7 +794,9 @@ export function plotSvg(rows: Row[], options: Pick<Options, 'promptTokens' | 'ne
           if (series === 'parscale') parts.push(`<path d="M${cx - 5},${cy - 5}L${cx + 5},${cy + 5}M${cx - 5},${cy + 5}L${cx + 5},${cy - 5}" stroke="${color}" stroke-width="2.5"/>`);
           else parts.push(`<circle cx="${cx}" cy="${cy}" r="5" fill="${weights === 'stored' ? 'white' : color}" stroke="${color}" stroke-width="2"/>`);
           const text = series === 'parscale' ? `P=${r.P}` : r === base ? '' : `${formatCount(r.N).replace(' ', '')}`;
-          if (text) parts.push(`<text x="${cx + 8}" y="${cy + (series === 'parscale' ? 14 : -6)}" fill="${color}">${escapeXml(formats.length > 1 ? `${text} ${formatShort(weights)}` : text)}</text>`);
+          // ParScale labels below the point in int8, above it in bf16, so the two formats' labels do not overlap
+          const dy = series === 'parscale' && weights === 'int8' ? 14 : -6;
+          if (text) parts.push(`<text x="${cx + 8}" y="${cy + dy}" fill="${color}">${escapeXml(formats.length > 1 ? `${text} ${formatShort(weights)}` : text)}</text>`);
         }
       }
     }

@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { readConfig } from '../src/checkpoint/config.ts';
 import { PRESETS, type Shape, makeCheckpoint } from '../tools/make-checkpoint.ts';
 import { FAMILY, FAMILY_P, LAW_FITS, chooseEquivalentShape, equivalentN, nonEmbeddingParameters, predictedLoss, shapeConfig } from '../bench/paper-cost-law.ts';
-import { compare, formatsOf, measurementOf, niceTicks, parseOptions, planMeasurements, planRows, plotSvg } from '../bench/paper-cost.ts';
+import { compare, formatsOf, measurementOf, niceTicks, page, parseOptions, planMeasurements, planRows, plotSvg } from '../bench/paper-cost.ts';
 import { WASM_MEMORY_LIMIT_BYTES, planWasmMemory } from '../src/wasm-bridge/plan.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'parscale-paper-cost-'));
@@ -235,6 +235,25 @@ describe('weight formats', () => {
         assert.deepEqual(planWasmMemory(readConfig(row.dir), () => 'BF16', { weights: m.weights, maxContext: 128, threads: 2 }), m.memory, `${row.id} ${m.weights}`);
       }
     }
+  });
+
+  it('the paper-shape page: bf16 rows that do not fit are listed with what they need, and the comparison table holds int8 only', () => {
+    const options = parseOptions(['--ckpt-dir', '/nonexistent']);
+    const rows = planRows(options);
+    planMeasurements(rows, options);
+    const plan = page(rows, options, null);
+    assert.match(plan, /full table has NOT been run yet/);
+    assert.match(plan, /- Stored bf16 weights: runs P = 1 \(3\.\d\d GiB\), P = 2 [^\n]*; does not fit: matched P = 1 for P = 2 \(4\.\d\d GiB\)/);
+    assert.doesNotMatch(plan, /## Measurements/);
+    rows.forEach((row, i) => {
+      for (const m of row.measurements) if (!m.notMeasured) m.bench = fakeBench(row.P, { peakRss: (m.weights === 'int8' ? 2e9 : 4e9) + i * 1e8 });
+    });
+    const measured = page(rows, options, new Date());
+    const comparisonRows = measured.split('\n').filter((line) => /^\| (int8|bf16) \| [248] \|/.test(line));
+    assert.deepEqual(comparisonRows.map((line) => line.split(' | ')[0]), ['| int8', '| int8', '| int8']);
+    assert.match(measured, /No comparison with stored bf16 weights/);
+    assert.equal(measured.match(/\| bf16 \| not measured: does not fit one wasm32 memory with bf16 weights \(needs \d\.\d\d GiB/g)!.length, 3);
+    assert.match(measured, /### int8 against stored bf16, the same checkpoint/);
   });
 
   it('ParScale is compared with the matched models in one format only', () => {
