@@ -6,11 +6,24 @@
 //
 //   npx tsx bench/paper-cost.ts [--runs 3] [--prompt-tokens 64] [--new-tokens 64] [--threads 2]
 //       [--ckpt-dir /tmp/ckpt] [--out docs] [--shapes paper|small] [--base 1.8b] [--fit stack-v2-python|pile]
-//       [--backend wasm|reference] [--plan]
+//       [--backend wasm|reference] [--weights int8|stored|both] [--plan | --prepare]
+//
+// Weight formats (--weights, default both): the matched P = 1 models hold 4.6-6.4 GB of bf16
+// weights, over the 4 GiB one wasm32 memory addresses, so the one format in which every model of
+// the comparison runs is int8 (`parscale bench --weights int8`: bf16-scaled int8 groups of 32,
+// about 1.06 bytes per weight). "both" measures every row in int8 first — the comparison of
+// ParScale against the matched models is made in int8 only, like with like — and then every row
+// again with its stored bf16 weights where that fits, so the page also shows what ParScale costs
+// in the checkpoints' own format. Whether a row fits is decided beforehand from the wasm memory
+// plan (src/wasm-bridge/plan.ts, the cache sized for prompt + new tokens as bench sizes it); a
+// row that does not fit is listed as "does not fit (needs X GiB)", never dropped. Every figure on
+// the page, in the SVG and in the JSON names the format it was measured in.
 //
 // Checkpoints (random bf16 weights, tools/make-checkpoint.ts) are written under --ckpt-dir only
 // when absent, through a temporary folder renamed at the end, and are never deleted. --plan
 // writes only the page with the law, the shapes and the command: no checkpoint, no measurement.
+// --prepare writes only the missing checkpoints (and checks the present ones), then stops, so the
+// slow writing can happen before the measuring run.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -18,6 +31,7 @@ import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/checkpoint/config.ts';
+import { WASM_MEMORY_LIMIT_BYTES, type WasmMemoryPlan, type WeightsChoice, planWasmMemory } from '../src/wasm-bridge/plan.ts';
 import { PRESETS, type Shape, makeCheckpoint } from '../tools/make-checkpoint.ts';
 import { FAMILY, type FitName, LAW_FITS, type LawFit, chooseEquivalentShape, equivalentN, nonEmbeddingParameters, predictedLoss, shapeConfig } from './paper-cost-law.ts';
 
@@ -61,7 +75,22 @@ interface BenchReport {
   decode_ms_per_token: number;
   peak_rss_bytes: number;
   weight_bytes: number | null;
+  weights?: string;
   [key: string]: unknown;
+}
+
+/** What --weights asks for; "both" runs int8 first (the format every row fits in), then stored. */
+export const WEIGHT_OPTIONS = ['both', 'int8', 'stored'] as const;
+export type WeightsOption = (typeof WEIGHT_OPTIONS)[number];
+
+/** One row in one weight format: measured, or why not. */
+export interface Measurement {
+  weights: WeightsChoice;
+  /** the wasm backend's memory plan for this row and format (null with the reference backend) */
+  memory: WasmMemoryPlan | null;
+  bench?: BenchReport;
+  /** why there is no measurement (e.g. it does not fit one wasm32 memory in this format) */
+  notMeasured?: string;
 }
 
 interface Row {
@@ -82,9 +111,8 @@ interface Row {
   mismatch?: number;
   loss: number;
   dir: string;
-  bench?: BenchReport;
-  /** why a row has no measurement (e.g. it does not fit one wasm32 memory) */
-  notMeasured?: string;
+  /** one per weight format asked for (planMeasurements), in the order of formatsOf */
+  measurements: Measurement[];
 }
 
 interface Options {
@@ -98,12 +126,14 @@ interface Options {
   base: string;
   fit: FitName;
   backend: string;
+  weights: WeightsOption;
   plan: boolean;
+  prepare: boolean;
 }
 
 class ScriptError extends Error {}
 
-function parseOptions(argv: string[]): Options {
+export function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -117,7 +147,9 @@ function parseOptions(argv: string[]): Options {
       base: { type: 'string', default: '1.8b' },
       fit: { type: 'string', default: 'stack-v2-python' },
       backend: { type: 'string', default: 'wasm' },
+      weights: { type: 'string' },
       plan: { type: 'boolean', default: false },
+      prepare: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -134,7 +166,11 @@ function parseOptions(argv: string[]): Options {
   if (!(values.fit! in LAW_FITS)) throw new ScriptError(`--fit must be one of ${Object.keys(LAW_FITS).join(', ')}, got "${values.fit}"`);
   const bases = FAMILY.map((member) => member.name.replace('ParScale-', '').toLowerCase());
   if (!bases.includes(values.base!)) throw new ScriptError(`--base must be one of ${bases.join(', ')} (the ParScale family), got "${values.base}"`);
+  if (values.plan && values.prepare) throw new ScriptError('--plan writes no checkpoint and --prepare writes only checkpoints: give one of them');
   if (values.backend !== 'wasm' && values.backend !== 'reference') throw new ScriptError(`--backend must be wasm or reference, got "${values.backend}"`);
+  const weights = values.weights ?? (values.backend === 'wasm' ? 'both' : 'stored');
+  if (!(WEIGHT_OPTIONS as readonly string[]).includes(weights)) throw new ScriptError(`--weights must be one of ${WEIGHT_OPTIONS.join(', ')}, got "${weights}"`);
+  if (values.backend === 'reference' && weights !== 'stored') throw new ScriptError(`--weights ${weights} needs the wasm backend; the reference backend computes with the stored weights (--weights stored)`);
   return {
     runs: positive('runs', values.runs!),
     promptTokens: positive('prompt-tokens', values['prompt-tokens']!),
@@ -146,7 +182,9 @@ function parseOptions(argv: string[]): Options {
     base: values.base!,
     fit: values.fit as FitName,
     backend: values.backend,
+    weights: weights as WeightsOption,
     plan: values.plan!,
+    prepare: values.prepare!,
   };
 }
 
@@ -172,7 +210,7 @@ export function planRows(options: Pick<Options, 'shapes' | 'base' | 'fit' | 'ckp
   for (const P of STREAMS) {
     const N = nonEmbeddingParameters(shapeConfig(base, P));
     const id = `paper-cost-${prefix}-P${P}`;
-    rows.push({ id, series: 'parscale', label: baseLabel, P, matchesP: P, shape: base, N, Neq: equivalentN(fit, N, P), loss: predictedLoss(fit, N, P), dir: join(options.ckptDir, id) });
+    rows.push({ id, series: 'parscale', label: baseLabel, P, matchesP: P, shape: base, N, Neq: equivalentN(fit, N, P), loss: predictedLoss(fit, N, P), dir: join(options.ckptDir, id), measurements: [] });
   }
   for (const row of rows.slice(1)) {
     const choice = chooseEquivalentShape(base, row.Neq, { hiddenStep, intermediateStep });
@@ -191,10 +229,57 @@ export function planRows(options: Pick<Options, 'shapes' | 'base' | 'fit' | 'ckp
       mismatch: choice.mismatch,
       loss: predictedLoss(fit, choice.N, 1),
       dir: join(options.ckptDir, id),
+      measurements: [],
     });
   }
   return rows;
 }
+
+// ---- weight formats ----
+
+/** The formats --weights asks for, in the order they run. */
+export function formatsOf(weights: WeightsOption): WeightsChoice[] {
+  return weights === 'both' ? ['int8', 'stored'] : [weights];
+}
+
+/** How the page names a format (the checkpoints store bf16). */
+export function formatLabel(weights: WeightsChoice): string {
+  return weights === 'int8' ? 'int8 weights (bf16-scaled int8, groups of 32)' : 'stored bf16 weights';
+}
+const formatShort = (weights: WeightsChoice) => (weights === 'int8' ? 'int8' : 'bf16');
+
+/** The wasm memory the row's checkpoint needs in `weights`, with the KV cache `parscale bench` asks for (prompt + new tokens). */
+export function memoryPlanOf(row: Row, weights: WeightsChoice, options: Pick<Options, 'promptTokens' | 'newTokens' | 'threads'>): WasmMemoryPlan {
+  return planWasmMemory(shapeConfig(row.shape, row.P), () => 'BF16', { weights, maxContext: options.promptTokens + options.newTokens, threads: options.threads });
+}
+
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+
+/**
+ * Every row in every format asked for, in the order they run: format by format (int8 first),
+ * rows in table order. With the wasm backend a row whose memory plan is over what one wasm32
+ * memory holds is marked "does not fit" and not run; it keeps its place in the tables.
+ */
+export function planMeasurements(rows: Row[], options: Pick<Options, 'weights' | 'backend' | 'promptTokens' | 'newTokens' | 'threads'>): { row: Row; measurement: Measurement }[] {
+  const order: { row: Row; measurement: Measurement }[] = [];
+  for (const row of rows) row.measurements = [];
+  for (const weights of formatsOf(options.weights)) {
+    for (const row of rows) {
+      const memory = options.backend === 'wasm' ? memoryPlanOf(row, weights, options) : null;
+      const measurement: Measurement = { weights, memory };
+      if (memory !== null && memory.totalBytes > WASM_MEMORY_LIMIT_BYTES) {
+        measurement.notMeasured = `does not fit one wasm32 memory with ${formatShort(weights)} weights (needs ${gib(memory.totalBytes)}, ${gib(WASM_MEMORY_LIMIT_BYTES)} usable)`;
+      }
+      row.measurements.push(measurement);
+      order.push({ row, measurement });
+    }
+  }
+  return order;
+}
+
+/** The row's measurement in `weights`, if it was asked for. */
+export const measurementOf = (row: Row, weights: WeightsChoice) => row.measurements.find((m) => m.weights === weights);
+const benchOf = (row: Row, weights: WeightsChoice) => measurementOf(row, weights)?.bench;
 
 // ---- checkpoints ----
 
@@ -224,17 +309,24 @@ function ensureCheckpoint(row: Row): void {
   }
 }
 
+/** The checkpoint's own config.json is what gets counted, so the page reports the file that ran. */
+function checkParameterCount(row: Row): void {
+  const config = parseConfig(JSON.parse(readFileSync(join(row.dir, 'config.json'), 'utf8')), join(row.dir, 'config.json'));
+  if (nonEmbeddingParameters(config) !== row.N) throw new ScriptError(`${row.dir}: config.json counts ${nonEmbeddingParameters(config)} parameters, the plan ${row.N}`);
+}
+
 // ---- measuring ----
 
 /** The wasm backend's refusal of a model that cannot fit one wasm32 memory (src/wasm-bridge/model.ts). */
 const DOES_NOT_FIT = /over the 4 GiB a wasm32 memory can address/;
 
-function runBench(row: Row, options: Options): Promise<{ report: BenchReport } | { notMeasured: string }> {
+function runBench(row: Row, weights: WeightsChoice, options: Options): Promise<{ report: BenchReport } | { notMeasured: string }> {
   const args = [
     join(repo, 'bin/parscale.js'), 'bench', '--model', row.dir, '--backend', options.backend, '--threads', String(options.threads),
+    ...(options.backend === 'wasm' ? ['--weights', weights] : []),
     '--prompt-tokens', String(options.promptTokens), '--new-tokens', String(options.newTokens), '--runs', String(options.runs), '--json',
   ];
-  process.stderr.write(`bench ${row.id} ...\n`);
+  process.stderr.write(`bench ${row.id}, ${formatShort(weights)} weights ...\n`);
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -244,11 +336,16 @@ function runBench(row: Row, options: Options): Promise<{ report: BenchReport } |
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (code === 0) {
+        let report: BenchReport;
         try {
-          resolvePromise({ report: JSON.parse(stdout.trim().split('\n').pop()!) as BenchReport });
+          report = JSON.parse(stdout.trim().split('\n').pop()!) as BenchReport;
         } catch {
           reject(new ScriptError(`bench of ${row.dir} printed no JSON report; its stdout was:\n${stdout}\nstderr:\n${stderr}`));
+          return;
         }
+        // the page labels every figure with its format: make sure it is the one that ran
+        if (report.weights !== weights) reject(new ScriptError(`bench of ${row.dir} ran with weights ${JSON.stringify(report.weights)}, asked for ${weights}`));
+        else resolvePromise({ report });
       } else if (DOES_NOT_FIT.test(stderr)) {
         resolvePromise({ notMeasured: stderr.split('\n').find((line) => DOES_NOT_FIT.test(line))!.replace(/^(parscale[^:]*|RangeError): /, '') });
       } else {
@@ -266,6 +363,8 @@ const decodeSeconds = (b: BenchReport) => b.new_tokens / b.decode_tokens_per_s;
 const requestSeconds = (b: BenchReport) => prefillSeconds(b) + decodeSeconds(b);
 
 interface Comparison {
+  /** the format all three measurements used */
+  weights: WeightsChoice;
   P: number;
   parscale: Row;
   scaled: Row;
@@ -281,23 +380,29 @@ interface Comparison {
 /** b / a when both increases are positive, else NaN (a ratio of noise means nothing) */
 const ratioOfIncreases = (a: number, b: number) => (a > 0 && b > 0 ? b / a : NaN);
 
-function compare(rows: Row[]): Comparison[] {
-  const base = rows.find((r) => r.series === 'parscale' && r.P === 1)!;
+/**
+ * ParScale against the matched P = 1 models, from measurements in `weights` only: a P is compared
+ * when the base, the ParScale row and its matched model were all measured in that one format.
+ */
+export function compare(rows: Row[], weights: WeightsChoice): Comparison[] {
+  const base = benchOf(rows.find((r) => r.series === 'parscale' && r.P === 1)!, weights);
   const out: Comparison[] = [];
   for (const parscale of rows.filter((r) => r.series === 'parscale' && r.P > 1)) {
     const scaled = rows.find((r) => r.series === 'scaled' && r.matchesP === parscale.P)!;
-    if (!base.bench || !parscale.bench || !scaled.bench) continue;
-    const w = (r: Row) => r.bench!.weight_bytes ?? NaN;
+    const [p, s] = [benchOf(parscale, weights), benchOf(scaled, weights)];
+    if (!base || !p || !s) continue;
+    const w = (b: BenchReport) => b.weight_bytes ?? NaN;
     out.push({
+      weights,
       P: parscale.P,
       parscale,
       scaled,
-      parscaleLatencyIncrease: requestSeconds(parscale.bench) - requestSeconds(base.bench),
-      scaledLatencyIncrease: requestSeconds(scaled.bench) - requestSeconds(base.bench),
-      parscaleMemoryIncrease: parscale.bench.peak_rss_bytes - base.bench.peak_rss_bytes,
-      scaledMemoryIncrease: scaled.bench.peak_rss_bytes - base.bench.peak_rss_bytes,
-      parscaleWeightIncrease: w(parscale) - w(base),
-      scaledWeightIncrease: w(scaled) - w(base),
+      parscaleLatencyIncrease: requestSeconds(p) - requestSeconds(base),
+      scaledLatencyIncrease: requestSeconds(s) - requestSeconds(base),
+      parscaleMemoryIncrease: p.peak_rss_bytes - base.peak_rss_bytes,
+      scaledMemoryIncrease: s.peak_rss_bytes - base.peak_rss_bytes,
+      parscaleWeightIncrease: w(p) - w(base),
+      scaledWeightIncrease: w(s) - w(base),
     });
   }
   return out;
@@ -324,39 +429,49 @@ function commandLine(options: Options, withPlan = false): string {
   if (options.shapes === 'paper') parts.push(`--base ${options.base}`);
   parts.push(`--fit ${options.fit}`, `--runs ${options.runs}`, `--prompt-tokens ${options.promptTokens}`, `--new-tokens ${options.newTokens}`, `--threads ${options.threads}`);
   if (options.backend !== 'wasm') parts.push(`--backend ${options.backend}`);
+  parts.push(`--weights ${options.weights}`);
   const out = relative(repo, options.out);
   parts.push(`--ckpt-dir ${options.ckptDir}`, `--out ${out.startsWith('..') ? options.out : out || '.'}`);
   if (withPlan) parts.push('--plan');
   return parts.join(' ');
 }
 
-function shapeTable(rows: Row[]): string[] {
+function shapeTable(rows: Row[], options: Options): string[] {
+  const wasm = options.backend === 'wasm';
   const lines = [
-    '| model | P | hidden | intermediate | layers | heads / KV heads | N (non-embedding) | N_eq = N·(k·ln P + 1) | N vs target N_eq | predicted loss | bf16 weights incl. embedding |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| model | P | hidden | intermediate | layers | heads / KV heads | N (non-embedding) | N_eq = N·(k·ln P + 1) | N vs target N_eq | predicted loss | bf16 weights incl. embedding |' +
+      (wasm ? ` wasm memory, bf16 / int8 weights (cache for ${options.promptTokens + options.newTokens} positions; ✗ over ${gib(WASM_MEMORY_LIMIT_BYTES)}) |` : ''),
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |' + (wasm ? ' --- |' : ''),
   ];
   for (const r of rows) {
     const s = r.shape;
     const weights = weightBytes(r);
+    const memory = (['stored', 'int8'] as const).map((w) => {
+      const total = memoryPlanOf(r, w, options).totalBytes;
+      return `${gib(total)}${total > WASM_MEMORY_LIMIT_BYTES ? ' ✗' : ''}`;
+    });
     lines.push(
       `| ${r.label} | ${r.P} | ${s.hidden_size} | ${s.intermediate_size} (${(s.intermediate_size / s.hidden_size).toFixed(2)}×) | ${s.num_hidden_layers} | ${s.num_attention_heads} / ${s.num_key_value_heads} | ${r.N.toLocaleString('en-US')} | ` +
-        `${r.series === 'scaled' ? `target ${Math.round(r.targetN!).toLocaleString('en-US')}` : Math.round(r.Neq).toLocaleString('en-US')} | ${r.mismatch === undefined ? '—' : signedPercent(r.mismatch)} | ${r.loss.toFixed(4)} | ${gb(weights)} |`,
+        `${r.series === 'scaled' ? `target ${Math.round(r.targetN!).toLocaleString('en-US')}` : Math.round(r.Neq).toLocaleString('en-US')} | ${r.mismatch === undefined ? '—' : signedPercent(r.mismatch)} | ${r.loss.toFixed(4)} | ${gb(weights)} |` +
+        (wasm ? ` ${memory.join(' / ')} |` : ''),
     );
   }
   return lines;
 }
 
-function resultTable(rows: Row[], options: Options): string[] {
-  const base = rows.find((r) => r.series === 'parscale' && r.P === 1)!.bench;
+/** The measurements in one format; the ratios are against the P = 1 base in the same format. */
+function resultTable(rows: Row[], weights: WeightsChoice, options: Options): string[] {
+  const base = benchOf(rows.find((r) => r.series === 'parscale' && r.P === 1)!, weights);
   const lines = [
-    `| model | P | N | N_eq | predicted loss | weight bytes | decode ms/token | prefill s (${options.promptTokens} tokens) | request s (${options.promptTokens} + ${options.newTokens}) | peak RSS | decode ×, request ×, RSS × vs P = 1 |`,
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    `| model | P | N | N_eq | predicted loss | weights | weight bytes | decode ms/token | prefill s (${options.promptTokens} tokens) | request s (${options.promptTokens} + ${options.newTokens}) | peak RSS | decode ×, request ×, RSS × vs P = 1 (${formatShort(weights)}) |`,
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of rows) {
-    const head = `| ${r.label} | ${r.P} | ${formatCount(r.N)} | ${formatCount(r.Neq)} | ${r.loss.toFixed(4)} |`;
-    const b = r.bench;
+    const head = `| ${r.label} | ${r.P} | ${formatCount(r.N)} | ${formatCount(r.Neq)} | ${r.loss.toFixed(4)} | ${formatShort(weights)} |`;
+    const measurement = measurementOf(r, weights);
+    const b = measurement?.bench;
     if (!b) {
-      lines.push(`${head} not measured: ${r.notMeasured ?? 'not run'} ||||||`);
+      lines.push(`${head} not measured: ${measurement?.notMeasured ?? 'not run'} ||||||`);
       continue;
     }
     const ratios = base
@@ -377,7 +492,7 @@ function fitTable(): string[] {
   return lines;
 }
 
-function page(rows: Row[], options: Options, measuredAt: Date | null): string {
+export function page(rows: Row[], options: Options, measuredAt: Date | null): string {
   const fit: LawFit = LAW_FITS[options.fit];
   const otherFitName = (Object.keys(LAW_FITS) as FitName[]).find((name) => name !== options.fit)!;
   const otherRows = planRows({ ...options, fit: otherFitName });
@@ -441,62 +556,58 @@ function page(rows: Row[], options: Options, measuredAt: Date | null): string {
   } else {
     lines.push('Small mode: a 12-layer, 8/1-head base of hidden 512, grown like the paper family (hidden in steps of 64, intermediate in steps of 32).', '');
   }
-  lines.push(...shapeTable(rows), '');
+  lines.push(...shapeTable(rows, options), '');
   lines.push(
     `With the ${LAW_FITS[otherFitName].corpus} fit (\`--fit ${otherFitName}\`, k = ${LAW_FITS[otherFitName].k}) the matched P = 1 models would be:`,
     '',
-    ...shapeTable(otherRows.filter((r) => r.series === 'scaled')),
+    ...shapeTable(otherRows.filter((r) => r.series === 'scaled'), options),
     '',
   );
-  const tooBig = rows.filter((r) => weightBytes(r) > 4 * 2 ** 30);
-  if (tooBig.length > 0 && options.backend === 'wasm') {
-    const names = tooBig.map((r) => (r.series === 'scaled' ? `the matched P = 1 model for P = ${r.matchesP}` : `the base at P = ${r.P}`));
-    lines.push(
-      `**Does not fit the wasm backend:** ${names.join(', ')} (${tooBig.map((r) => gb(weightBytes(r))).join(', ')} of bf16 weights)`,
-      `${tooBig.length === 1 ? 'holds' : 'hold'} more than the 4 GiB (4.29 GB) one wasm32 memory can address. The wasm backend refuses such a`,
-      'model (`src/wasm-bridge/model.ts`); the script still writes the checkpoint, records the refusal as "not measured" and',
-      'goes on, so with today\'s backend the paper-shape table has only the ParScale rows. Ways to the full comparison: a',
-      'wasm backend that spreads the weights over several memories (or memory64); `--base 0.9b`, the largest family member',
-      'whose matched models all fit (`--fit stack-v2-python`: 2.13, 2.57, 3.01 GB); or `--backend reference` for every row, far',
-      'slower and not comparable with wasm figures.',
-      '',
-    );
-  }
-
+  lines.push(...formatSection(rows, options));
 
   if (measuredAt !== null) {
-    const b = rows.find((r) => r.bench)?.bench;
+    const b = rows.flatMap((r) => r.measurements).find((m) => m.bench)?.bench;
     lines.push(
       '## Measurements',
       '',
       `Measured ${measuredAt.toISOString().slice(0, 16).replace('T', ' ')} UTC on ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, Node ${process.version}, ` +
-        `backend ${options.backend}, ${b?.threads ?? options.threads} threads, medians of ${options.runs} run${options.runs === 1 ? '' : 's'}, greedy decoding from a fixed ${options.promptTokens}-token prompt. ` +
-        'Peak RSS is the whole bench process (checkpoint loader buffers included), so it is above the weight bytes.',
-      '',
-      ...resultTable(rows, options),
+        `backend ${options.backend}, ${b?.threads ?? options.threads} thread${(b?.threads ?? options.threads) === 1 ? '' : 's'}, medians of ${options.runs} run${options.runs === 1 ? '' : 's'}, greedy decoding from a fixed ${options.promptTokens}-token prompt. ` +
+        'Peak RSS is the whole bench process (checkpoint loader buffers included), so it is above the weight bytes. ' +
+        'Each table holds one weight format; its ratios are against the P = 1 base in that format.',
       '',
     );
-    const comparisons = compare(rows);
-    if (comparisons.length > 0) {
+    for (const weights of formatsOf(options.weights)) lines.push(`### ${capitalize(formatLabel(weights))}`, '', ...resultTable(rows, weights, options), '');
+    lines.push(...formatAgainstFormat(rows, options));
+    const comparisons = formatsOf(options.weights).flatMap((weights) => compare(rows, weights));
+    lines.push('## ParScale against parameter scaling at the same predicted loss', '');
+    if (comparisons.length === 0) {
+      lines.push('No format has the P = 1 base, a ParScale row and its matched P = 1 model all measured, so there is no comparison.', '');
+    } else {
       lines.push(
-        '## ParScale against parameter scaling at the same predicted loss',
+        'Increases over the P = 1 base, all three models measured in the same weight format (column "weights"). "× less" is the matched P = 1 model\'s increase divided by ParScale\'s (the paper\'s measure; — when an increase is not positive).',
         '',
-        'Increases over the P = 1 base. "× less" is the matched P = 1 model\'s increase divided by ParScale\'s (the paper\'s measure; — when an increase is not positive).',
-        '',
-        '| P | request latency increase: ParScale / matched P = 1 | × less | peak RSS increase: ParScale / matched P = 1 | × less | weight bytes increase: ParScale / matched P = 1 |',
-        '| --- | --- | --- | --- | --- | --- |',
+        '| weights | P | request latency increase: ParScale / matched P = 1 | × less | peak RSS increase: ParScale / matched P = 1 | × less | weight bytes increase: ParScale / matched P = 1 |',
+        '| --- | --- | --- | --- | --- | --- | --- |',
       );
       for (const c of comparisons) {
         lines.push(
-          `| ${c.P} | ${c.parscaleLatencyIncrease.toFixed(2)} s / ${c.scaledLatencyIncrease.toFixed(2)} s | ${times(ratioOfIncreases(c.parscaleLatencyIncrease, c.scaledLatencyIncrease))} | ` +
+          `| ${formatShort(c.weights)} | ${c.P} | ${c.parscaleLatencyIncrease.toFixed(2)} s / ${c.scaledLatencyIncrease.toFixed(2)} s | ${times(ratioOfIncreases(c.parscaleLatencyIncrease, c.scaledLatencyIncrease))} | ` +
             `${gb3(c.parscaleMemoryIncrease)} / ${gb3(c.scaledMemoryIncrease)} | ${times(ratioOfIncreases(c.parscaleMemoryIncrease, c.scaledMemoryIncrease))} | ${gb3(c.parscaleWeightIncrease)} / ${gb3(c.scaledWeightIncrease)} |`,
         );
       }
       lines.push('');
     }
-    lines.push('## Where this CPU differs from the GPU claim', '', ...differences(rows, comparisons), '');
-    lines.push('![loss against peak memory and against request latency](paper-cost.svg)', '');
+    for (const weights of formatsOf(options.weights).filter((w) => !comparisons.some((c) => c.weights === w))) {
+      lines.push(`No comparison with ${formatLabel(weights)}: in that format the P = 1 base, the ParScale rows or their matched models were not measured (see its table).`, '');
+    }
+    lines.push('## Where this CPU differs from the GPU claim', '');
+    for (const weights of formatsOf(options.weights)) {
+      const sentences = differences(rows, weights);
+      if (sentences.length > 0) lines.push(`With ${formatLabel(weights)}:`, '', ...sentences, '');
+    }
+    lines.push(`![loss against peak memory and against request latency (${formatsOf(options.weights).map(formatShort).join(' and ')} weights)](paper-cost.svg)`, '');
   }
+  const sizes = rows.map(weightBytes);
   lines.push(
     '## Regenerate',
     '',
@@ -504,39 +615,92 @@ function page(rows: Row[], options: Options, measuredAt: Date | null): string {
     commandLine(options),
     '```',
     '',
-    'It writes the checkpoints it lacks under `--ckpt-dir` (random bf16 weights; about 2 bytes per',
-    'parameter each, 3.6-6 GB for the paper shapes) and this page, `paper-cost.svg` and',
-    '`paper-cost.json` in `--out`. On the 2-core project VM each paper-shape bench takes many',
-    'minutes; run it on an idle machine. `--shapes small --runs 1 --prompt-tokens 8 --new-tokens 8',
-    '--out /tmp/paper-cost` checks the pipeline in a few minutes.',
+    `It writes the checkpoints it lacks under \`--ckpt-dir\` (random bf16 weights, about 2 bytes per parameter:`,
+    `${gb(Math.min(...sizes))}-${gb(Math.max(...sizes))} each, ${gb(sizes.reduce((a, b) => a + b, 0))} for these ${rows.length}) and this page, \`paper-cost.svg\` and`,
+    '`paper-cost.json` in `--out`. `--prepare` only writes the missing checkpoints, so the slow writing can',
+    'come before the measuring run. On the 2-core project VM each paper-shape bench takes minutes; run',
+    'it on an idle machine. `--shapes small --runs 1 --prompt-tokens 8 --new-tokens 8 --out /tmp/paper-cost`',
+    'checks the pipeline in a few minutes.',
     '',
   );
   if (measuredAt === null) lines.push(`This plan page: \`${commandLine(options, true)}\`.`);
   return lines.join('\n') + '\n';
 }
 
-/** Plain sentences on how the measured ratios compare with the paper's GPU analysis. */
-function differences(rows: Row[], comparisons: Comparison[]): string[] {
+const capitalize = (text: string) => text[0].toUpperCase() + text.slice(1);
+
+/** Which rows run in which format, from the memory plans planMeasurements made. */
+function formatSection(rows: Row[], options: Options): string[] {
+  const lines = ['## Weight formats', ''];
+  if (options.backend !== 'wasm') {
+    lines.push(`The ${options.backend} backend computes with the stored bf16 weights and has no 4 GiB limit: every row runs in that one format.`, '');
+    return lines;
+  }
+  lines.push(
+    'The wasm backend keeps the whole model in one WebAssembly memory, which a wasm32 module addresses up',
+    `to 4 GiB (${gib(WASM_MEMORY_LIMIT_BYTES)} usable, \`src/wasm-bridge/plan.ts\`). With \`--weights int8\` the matrices are quantized at`,
+    'load to int8 in groups of 32 with a bf16 scale each (about 1.06 bytes per weight; norms, biases, the',
+    'aggregation layer and the prefixes stay as they are). The comparison of ParScale with the matched P = 1',
+    'models is made between measurements in one format only, like with like: int8 is the format in which all',
+    'of them fit; the rows that also fit with their stored bf16 weights are measured that way too, to show',
+    'what int8 changes. The memory each needs is in the table above.',
+    '',
+  );
+  for (const weights of formatsOf(options.weights)) {
+    const [fits, not] = [rows.filter((r) => !measurementOf(r, weights)?.notMeasured), rows.filter((r) => measurementOf(r, weights)?.notMeasured)];
+    const name = (r: Row) => (r.series === 'scaled' ? `matched P = 1 for P = ${r.matchesP} (${gib(measurementOf(r, weights)!.memory!.totalBytes)})` : `P = ${r.P} (${gib(measurementOf(r, weights)!.memory!.totalBytes)})`);
+    lines.push(
+      `- ${capitalize(formatLabel(weights))}: ${fits.length === 0 ? 'no row fits' : `runs ${fits.map(name).join(', ')}`}` +
+        `${not.length === 0 ? '' : `; does not fit: ${not.map(name).join(', ')}, listed as not measured`}.`,
+    );
+  }
+  lines.push('');
+  return lines;
+}
+
+/** The same checkpoint in two formats: what int8 changes, for the rows measured in both. */
+function formatAgainstFormat(rows: Row[], options: Options): string[] {
+  const pairs = rows.filter((r) => benchOf(r, 'int8') && benchOf(r, 'stored'));
+  if (pairs.length === 0) return [];
+  const lines = [
+    '### int8 against stored bf16, the same checkpoint',
+    '',
+    `| model | P | decode ms/token bf16 / int8 (bf16 ÷ int8) | request s (${options.promptTokens} + ${options.newTokens}) bf16 / int8 (bf16 ÷ int8) | peak RSS bf16 / int8 |`,
+    '| --- | --- | --- | --- | --- |',
+  ];
+  for (const r of pairs) {
+    const [s, q] = [benchOf(r, 'stored')!, benchOf(r, 'int8')!];
+    lines.push(
+      `| ${r.label} | ${r.P} | ${s.decode_ms_per_token.toFixed(1)} / ${q.decode_ms_per_token.toFixed(1)} (${times(s.decode_ms_per_token / q.decode_ms_per_token)}) | ` +
+        `${requestSeconds(s).toFixed(2)} / ${requestSeconds(q).toFixed(2)} (${times(requestSeconds(s) / requestSeconds(q))}) | ${gb(s.peak_rss_bytes)} / ${gb(q.peak_rss_bytes)} |`,
+    );
+  }
+  lines.push('');
+  return lines;
+}
+
+/** Plain sentences on how the ratios measured in `weights` compare with the paper's GPU analysis. */
+function differences(rows: Row[], weights: WeightsChoice): string[] {
   const out: string[] = [];
-  const base = rows.find((r) => r.series === 'parscale' && r.P === 1)!;
-  const p8 = rows.find((r) => r.series === 'parscale' && r.P === 8)!;
-  if (base.bench && p8.bench) {
-    const decode = p8.bench.decode_ms_per_token / base.bench.decode_ms_per_token;
-    const prefill = prefillSeconds(p8.bench) / prefillSeconds(base.bench);
-    const request = requestSeconds(p8.bench) / requestSeconds(base.bench);
+  const base = benchOf(rows.find((r) => r.series === 'parscale' && r.P === 1)!, weights);
+  const p8 = benchOf(rows.find((r) => r.series === 'parscale' && r.P === 8)!, weights);
+  if (base && p8) {
+    const decode = p8.decode_ms_per_token / base.decode_ms_per_token;
+    const prefill = prefillSeconds(p8) / prefillSeconds(base);
+    const request = requestSeconds(p8) / requestSeconds(base);
     out.push(
-      `- Whole request (${base.bench.prompt_tokens} + ${base.bench.new_tokens} tokens): P = 8 takes ${times(request)} the time of P = 1 here; the paper's GPU estimate is about ` +
+      `- Whole request (${base.prompt_tokens} + ${base.new_tokens} tokens): P = 8 takes ${times(request)} the time of P = 1 here; the paper's GPU estimate is about ` +
         `${times(PAPER_BATCH1.latencyP8 / PAPER_BATCH1.latencyP1)} (Figure 4 (e)). ${request > 1.5 * (PAPER_BATCH1.latencyP8 / PAPER_BATCH1.latencyP1) ? 'This is where this CPU differs most from the claim.' : 'This CPU is close to the claim here.'}`,
       `- Decode: P = 8 takes ${times(decode)} the time per token of P = 1. The paper's argument is that at batch size 1 a GPU ` +
         'is limited by reading the weights, so P streams that share each weight read cost little extra time; ' +
         (decode > 2 ? 'this CPU is not in that regime at P = 8: the P-fold arithmetic shows up in the time.' : 'this CPU comes close to that regime.'),
-      `- Prefill: P = 8 takes ${times(prefill)} the time of P = 1 for the ${base.bench.prompt_tokens}-token prompt. Prefill does P times the arithmetic, and where arithmetic is the limit (this CPU, at any P) it pays close to P×.`,
-      `- Memory: P = 8 peaks at ${times(p8.bench.peak_rss_bytes / base.bench.peak_rss_bytes)} the RSS of P = 1 (weights ${times((p8.bench.weight_bytes ?? NaN) / (base.bench.weight_bytes ?? NaN))}; paper ≈ ${times(PAPER_BATCH1.memoryP8 / PAPER_BATCH1.memoryP1)}); ` +
+      `- Prefill: P = 8 takes ${times(prefill)} the time of P = 1 for the ${base.prompt_tokens}-token prompt. Prefill does P times the arithmetic, and where arithmetic is the limit (this CPU, at any P) it pays close to P×.`,
+      `- Memory: P = 8 peaks at ${times(p8.peak_rss_bytes / base.peak_rss_bytes)} the RSS of P = 1 (weights ${times((p8.weight_bytes ?? NaN) / (base.weight_bytes ?? NaN))}; paper ≈ ${times(PAPER_BATCH1.memoryP8 / PAPER_BATCH1.memoryP1)}); ` +
         'ParScale adds only prefixes, the aggregation layer and P KV caches, as in the paper.',
     );
   }
   const increase = (value: number, unit: string) => `${value >= 0 ? '+' : ''}${value.toFixed(unit === 'MB' ? 0 : 2)} ${unit}`;
-  for (const c of comparisons) {
+  for (const c of compare(rows, weights)) {
     const pieces = [
       { what: 'request latency', parscale: c.parscaleLatencyIncrease, scaled: c.scaledLatencyIncrease, unit: 's', paper: '6×' },
       { what: 'peak memory', parscale: c.parscaleMemoryIncrease / 1e6, scaled: c.scaledMemoryIncrease / 1e6, unit: 'MB', paper: '22×' },
@@ -547,8 +711,8 @@ function differences(rows: Row[], comparisons: Comparison[]): string[] {
     });
     out.push(`- P = ${c.P}: ${pieces.join('; ')}.`);
   }
-  const missing = rows.filter((r) => !r.bench);
-  if (missing.length > 0) out.push(`- Not measured: ${missing.map((r) => `${r.id} (${r.notMeasured ?? 'not run'})`).join('; ')}.`);
+  const missing = rows.filter((r) => !benchOf(r, weights));
+  if (missing.length > 0) out.push(`- Not measured with ${formatShort(weights)} weights: ${missing.map((r) => `${r.id} (${measurementOf(r, weights)?.notMeasured ?? 'not run'})`).join('; ')}.`);
   return out;
 }
 
@@ -568,30 +732,40 @@ export function niceTicks(low: number, high: number, count = 5): number[] {
 
 const escapeXml = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-/** Two panels like the paper's Figure 4 (a) and (e): predicted loss against peak RSS and against request latency. */
-export function plotSvg(rows: Row[], options: Pick<Options, 'promptTokens' | 'newTokens' | 'fit' | 'shapes'>): string {
+/**
+ * Two panels like the paper's Figure 4 (a) and (e): predicted loss against peak RSS and against
+ * request latency. One line per series and weight format, each starting at the P = 1 base in the
+ * same format: int8 solid, stored bf16 dashed (the title and the legend say which is which).
+ */
+export function plotSvg(rows: Row[], options: Pick<Options, 'promptTokens' | 'newTokens' | 'fit' | 'shapes' | 'weights'>): string {
   const width = 960;
-  const height = 420;
-  const panel = { top: 50, bottom: 70, left: 70, width: 380, gap: 90 };
+  const height = 460;
+  const panel = { top: 66, bottom: 90, left: 70, width: 380, gap: 90 };
   const plotHeight = height - panel.top - panel.bottom;
-  const measured = rows.filter((r) => r.bench);
+  const formats = formatsOf(options.weights);
+  const measured = rows.flatMap((r) => r.measurements.filter((m) => m.bench).map((m) => m.bench!));
   const lossValues = rows.map((r) => r.loss);
   const yTicks = niceTicks(Math.min(...lossValues), Math.max(...lossValues), 5);
   const [yMin, yMax] = [yTicks[0], yTicks[yTicks.length - 1]];
   const colors = { parscale: '#c0392b', scaled: '#2e86c1' };
+  const dash = (weights: WeightsChoice) => (weights === 'stored' ? ' stroke-dasharray="6 4"' : '');
+  const formatTitle = formats.length === 1 ? `${formatShort(formats[0])} weights` : 'int8 weights solid, stored bf16 dashed';
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${escapeXml(`Predicted loss (${LAW_FITS[options.fit].corpus} fit) against cost, batch size 1, ${options.promptTokens} + ${options.newTokens} tokens${options.shapes === 'small' ? ' — SMALL SHAPES, pipeline check only' : ''}`)}</text>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${escapeXml(`Predicted loss (${LAW_FITS[options.fit].corpus} fit) against cost, batch size 1, ${options.promptTokens} + ${options.newTokens} tokens`)}</text>`,
+    `<text x="${width / 2}" y="42" text-anchor="middle" font-size="13">${escapeXml(`${formatTitle}${options.shapes === 'small' ? ' — SMALL SHAPES, pipeline check only' : ''}`)}</text>`,
   ];
   const panels: { title: string; unit: string; value: (b: BenchReport) => number }[] = [
     { title: 'peak memory (RSS)', unit: 'GB', value: (b) => b.peak_rss_bytes / 1e9 },
     { title: 'request latency (prefill + decode)', unit: 's', value: (b) => requestSeconds(b) },
   ];
+  const base = rows.find((r) => r.series === 'parscale' && r.P === 1)!;
   panels.forEach((spec, index) => {
     const x0 = panel.left + index * (panel.width + panel.gap);
-    const xValues = measured.map((r) => spec.value(r.bench!));
-    const xTicks = xValues.length > 0 ? niceTicks(Math.min(...xValues), Math.max(...xValues), 5) : [0, 1];
+    const xValues = measured.map(spec.value);
+    // room on the right for the last point's label
+    const xTicks = xValues.length > 0 ? niceTicks(Math.min(...xValues), Math.max(...xValues) + 0.1 * (Math.max(...xValues) - Math.min(...xValues)), 5) : [0, 1];
     const [xMin, xMax] = [xTicks[0], xTicks[xTicks.length - 1]];
     const px = (v: number) => x0 + ((v - xMin) / (xMax - xMin || 1)) * panel.width;
     const py = (v: number) => panel.top + plotHeight - ((v - yMin) / (yMax - yMin || 1)) * plotHeight;
@@ -606,34 +780,39 @@ export function plotSvg(rows: Row[], options: Pick<Options, 'promptTokens' | 'ne
     }
     parts.push(`<text x="${x0 + panel.width / 2}" y="${panel.top + plotHeight + 36}" text-anchor="middle">${escapeXml(`${spec.title} (${spec.unit})`)}</text>`);
     parts.push(`<text transform="translate(${x0 - 48} ${panel.top + plotHeight / 2}) rotate(-90)" text-anchor="middle">predicted loss</text>`);
-    const base = rows.find((r) => r.series === 'parscale' && r.P === 1)!;
-    for (const series of ['scaled', 'parscale'] as const) {
-      // both series start at the P = 1 base, like the paper's arrows
-      const points = [base, ...rows.filter((r) => r.series === series && r !== base)].filter((r) => r.bench);
-      const color = colors[series];
-      if (points.length > 1) {
-        parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map((r) => `${px(spec.value(r.bench!)).toFixed(1)},${py(r.loss).toFixed(1)}`).join(' ')}"/>`);
-      }
-      for (const r of points) {
-        const [x, y] = [px(spec.value(r.bench!)), py(r.loss)];
-        if (series === 'parscale') parts.push(`<path d="M${x - 5},${y - 5}L${x + 5},${y + 5}M${x - 5},${y + 5}L${x + 5},${y - 5}" stroke="${color}" stroke-width="2.5"/>`);
-        else parts.push(`<circle cx="${x}" cy="${y}" r="5" fill="${color}"/>`);
-        const text = series === 'parscale' ? `P=${r.P}` : r === base ? '' : `${formatCount(r.N).replace(' ', '')}`;
-        if (text) parts.push(`<text x="${x + 8}" y="${y + (series === 'parscale' ? 14 : -6)}" fill="${color}">${escapeXml(text)}</text>`);
+    for (const weights of formats) {
+      for (const series of ['scaled', 'parscale'] as const) {
+        // both series start at the P = 1 base, like the paper's arrows
+        const points = [base, ...rows.filter((r) => r.series === series && r !== base)].filter((r) => benchOf(r, weights));
+        const color = colors[series];
+        const x = (r: Row) => px(spec.value(benchOf(r, weights)!));
+        if (points.length > 1) {
+          parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash(weights)} points="${points.map((r) => `${x(r).toFixed(1)},${py(r.loss).toFixed(1)}`).join(' ')}"/>`);
+        }
+        for (const r of points) {
+          const [cx, cy] = [x(r), py(r.loss)];
+          if (series === 'parscale') parts.push(`<path d="M${cx - 5},${cy - 5}L${cx + 5},${cy + 5}M${cx - 5},${cy + 5}L${cx + 5},${cy - 5}" stroke="${color}" stroke-width="2.5"/>`);
+          else parts.push(`<circle cx="${cx}" cy="${cy}" r="5" fill="${weights === 'stored' ? 'white' : color}" stroke="${color}" stroke-width="2"/>`);
+          const text = series === 'parscale' ? `P=${r.P}` : r === base ? '' : `${formatCount(r.N).replace(' ', '')}`;
+          // ParScale labels below the point in int8, above it in bf16, so the two formats' labels do not overlap
+          const dy = series === 'parscale' && weights === 'int8' ? 14 : -6;
+          if (text) parts.push(`<text x="${cx + 8}" y="${cy + dy}" fill="${color}">${escapeXml(formats.length > 1 ? `${text} ${formatShort(weights)}` : text)}</text>`);
+        }
       }
     }
     if (measured.length === 0) parts.push(`<text x="${x0 + panel.width / 2}" y="${panel.top + plotHeight / 2}" text-anchor="middle">no measurements</text>`);
   });
   // legend and notes
-  const legendY = height - 16;
+  const legendY = height - 36;
   parts.push(`<path d="M${panel.left},${legendY - 9}l10,10m-10,0l10,-10" stroke="${colors.parscale}" stroke-width="2.5"/>`);
   parts.push(`<text x="${panel.left + 16}" y="${legendY}">ParScale: the base shape with P = 1, 2, 4, 8 streams</text>`);
   parts.push(`<circle cx="${panel.left + 375}" cy="${legendY - 4}" r="5" fill="${colors.scaled}"/>`);
   parts.push(`<text x="${panel.left + 386}" y="${legendY}">P = 1 models grown to the same predicted loss (label: N)</text>`);
-  const missing = rows.filter((r) => !r.bench);
-  if (missing.length > 0) {
-    parts.push(`<text x="${width - 10}" y="${panel.top - 8}" text-anchor="end" fill="#a00">${escapeXml(`not measured: ${missing.map((r) => (r.series === 'scaled' ? `P=1 ${formatCount(r.N)}` : `P=${r.P}`)).join(', ')}`)}</text>`);
-  }
+  parts.push(
+    `<text x="${panel.left}" y="${legendY + 20}">${escapeXml(formats.length > 1 ? 'solid lines: int8 weights (bf16-scaled int8, groups of 32); dashed lines, open circles: stored bf16 weights' : `all points: ${formatLabel(formats[0])}`)}</text>`,
+  );
+  const missing = rows.flatMap((r) => r.measurements.filter((m) => !m.bench).map((m) => `${r.series === 'scaled' ? `P=1 ${formatCount(r.N)}` : `P=${r.P}`} ${formatShort(m.weights)}`));
+  if (missing.length > 0) parts.push(`<text x="${width - 10}" y="${panel.top - 6}" text-anchor="end" fill="#a00">${escapeXml(`not measured: ${missing.join(', ')}`)}</text>`);
   parts.push('</svg>');
   return parts.join('\n') + '\n';
 }
@@ -644,6 +823,7 @@ async function main(argv: string[]): Promise<void> {
   const options = parseOptions(argv);
   if (!existsSync(options.out) || !statSync(options.out).isDirectory()) throw new ScriptError(`output folder not found: ${options.out} (create it, or pass --out)`);
   const rows = planRows(options);
+  const order = planMeasurements(rows, options);
   if (options.plan) {
     writeFileSync(join(options.out, 'paper-cost.md'), page(rows, options, null));
     process.stderr.write(`wrote ${join(options.out, 'paper-cost.md')} (plan only)\n`);
@@ -651,17 +831,27 @@ async function main(argv: string[]): Promise<void> {
   }
   if (existsSync(options.ckptDir) && !statSync(options.ckptDir).isDirectory()) throw new ScriptError(`--ckpt-dir ${options.ckptDir} is not a folder`);
   mkdirSync(options.ckptDir, { recursive: true });
+  // every checkpoint first (also those of rows that fit no format asked for: the next run may ask
+  // for another), so the measurements follow each other without the writing in between
   for (const row of rows) {
     ensureCheckpoint(row);
-    // the checkpoint's own config.json is what gets counted, so the page reports the file that ran
-    const config = parseConfig(JSON.parse(readFileSync(join(row.dir, 'config.json'), 'utf8')), join(row.dir, 'config.json'));
-    if (nonEmbeddingParameters(config) !== row.N) throw new ScriptError(`${row.dir}: config.json counts ${nonEmbeddingParameters(config)} parameters, the plan ${row.N}`);
-    const result = await runBench(row, options);
+    checkParameterCount(row);
+  }
+  if (options.prepare) {
+    process.stderr.write(`checkpoints ready under ${options.ckptDir}: ${rows.map((r) => r.id).join(', ')}\n`);
+    return;
+  }
+  for (const { row, measurement } of order) {
+    if (measurement.notMeasured !== undefined) {
+      process.stderr.write(`skip ${row.id}, ${formatShort(measurement.weights)} weights: ${measurement.notMeasured}\n`);
+      continue;
+    }
+    const result = await runBench(row, measurement.weights, options);
     if ('notMeasured' in result) {
-      row.notMeasured = result.notMeasured;
+      measurement.notMeasured = result.notMeasured;
       process.stderr.write(`  not measured: ${result.notMeasured}\n`);
     } else {
-      const report = (row.bench = result.report);
+      const report = (measurement.bench = result.report);
       process.stderr.write(`  decode ${report.decode_ms_per_token.toFixed(1)} ms/token, request ${requestSeconds(report).toFixed(2)} s, peak RSS ${gb(report.peak_rss_bytes)}\n`);
     }
   }
@@ -675,15 +865,22 @@ async function main(argv: string[]): Promise<void> {
     cores: cpus().length,
     node: process.version,
     fit: { name: options.fit, ...LAW_FITS[options.fit] },
-    rows: rows.map(({ shape, bench, ...rest }) => ({
+    weights: formatsOf(options.weights),
+    rows: rows.map(({ shape, measurements, ...rest }) => ({
       ...rest,
       shape,
-      prefill_s: bench ? prefillSeconds(bench) : null,
-      decode_s: bench ? decodeSeconds(bench) : null,
-      request_s: bench ? requestSeconds(bench) : null,
-      bench: bench ?? null,
+      measurements: measurements.map(({ weights, memory, bench, notMeasured }) => ({
+        weights,
+        format: formatLabel(weights),
+        wasm_memory_plan: memory,
+        not_measured: notMeasured ?? null,
+        prefill_s: bench ? prefillSeconds(bench) : null,
+        decode_s: bench ? decodeSeconds(bench) : null,
+        request_s: bench ? requestSeconds(bench) : null,
+        bench: bench ?? null,
+      })),
     })),
-    comparisons: compare(rows).map(({ parscale, scaled, ...rest }) => ({ ...rest, parscale: parscale.id, scaled: scaled.id })),
+    comparisons: formatsOf(options.weights).flatMap((weights) => compare(rows, weights)).map(({ parscale, scaled, ...rest }) => ({ ...rest, parscale: parscale.id, scaled: scaled.id })),
   };
   writeFileSync(join(options.out, 'paper-cost.json'), JSON.stringify(json, null, 2) + '\n');
   process.stderr.write(`wrote ${['paper-cost.md', 'paper-cost.svg', 'paper-cost.json'].map((f) => join(options.out, f)).join(', ')}\n`);

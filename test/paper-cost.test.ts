@@ -10,7 +10,8 @@ import { after, describe, it } from 'node:test';
 import { readConfig } from '../src/checkpoint/config.ts';
 import { PRESETS, type Shape, makeCheckpoint } from '../tools/make-checkpoint.ts';
 import { FAMILY, FAMILY_P, LAW_FITS, chooseEquivalentShape, equivalentN, nonEmbeddingParameters, predictedLoss, shapeConfig } from '../bench/paper-cost-law.ts';
-import { niceTicks, planRows, plotSvg } from '../bench/paper-cost.ts';
+import { compare, formatsOf, measurementOf, niceTicks, page, parseOptions, planMeasurements, planRows, plotSvg } from '../bench/paper-cost.ts';
+import { WASM_MEMORY_LIMIT_BYTES, planWasmMemory } from '../src/wasm-bridge/plan.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'parscale-paper-cost-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -157,18 +158,118 @@ describe('the plot', () => {
     assert.deepEqual(niceTicks(1.04, 1.084, 5), [1.04, 1.05, 1.06, 1.07, 1.08, 1.09]);
   });
 
-  it('an SVG with a point per measured row and the unmeasured ones named', () => {
+  it('an SVG with a point per measured row and format, the unmeasured ones named with their format', () => {
     const rows = planRows({ shapes: 'small', base: '1.8b', fit: 'stack-v2-python', ckptDir: '/nonexistent' });
+    planMeasurements(rows, { weights: 'both', backend: 'wasm', promptTokens: 8, newTokens: 8, threads: 2 });
     rows.forEach((row, i) => {
-      if (i === 6) row.notMeasured = 'too big';
-      else row.bench = { backend: 'wasm', P: row.P, threads: 2, prompt_tokens: 8, new_tokens: 8, runs: 1, prefill_tokens_per_s: 10, decode_tokens_per_s: 10 / (1 + i), decode_ms_per_token: 100, peak_rss_bytes: (1 + i) * 1e8, weight_bytes: 1e8 };
+      for (const m of row.measurements) {
+        // int8: all but the last matched model; stored: the ParScale rows only
+        if (m.weights === 'int8' ? i === 6 : row.series === 'scaled') m.notMeasured = 'too big';
+        else m.bench = fakeBench(row.P, { decodeTokensPerSecond: 10 / (1 + i), peakRss: (1 + i) * 1e8 });
+      }
     });
-    const svg = plotSvg(rows, { promptTokens: 8, newTokens: 8, fit: 'stack-v2-python', shapes: 'small' });
+    const svg = plotSvg(rows, { promptTokens: 8, newTokens: 8, fit: 'stack-v2-python', shapes: 'small', weights: 'both' });
     assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     assert.ok(svg.trimEnd().endsWith('</svg>'));
-    // two panels: 4 ParScale crosses and 3 circles (base + 2 measured matched models) in each
-    assert.equal(svg.match(/<circle /g)!.length, 2 * 3 + 1); // + the legend's
-    assert.match(svg, /not measured: P=1 /);
+    // two panels: int8 has 3 circles (base + 2 measured matched models), stored the base's only; + the legend's
+    assert.equal(svg.match(/<circle /g)!.length, 2 * (3 + 1) + 1);
+    // per panel: the int8 lines of both series, and the stored ParScale line dashed (stored has no matched model to draw a line to)
+    assert.equal(svg.match(/<polyline /g)!.length, 2 * 3);
+    assert.equal(svg.match(/<polyline [^>]*stroke-dasharray/g)!.length, 2);
+    assert.match(svg, /not measured: P=1 [^<]* int8, P=1 [^<]* bf16/);
+    assert.match(svg, /int8 weights solid, stored bf16 dashed/);
     assert.match(svg, /SMALL SHAPES/);
+  });
+});
+
+/** A bench report with the figures a test sets; the rest fixed. */
+function fakeBench(P: number, { decodeTokensPerSecond = 10, peakRss = 1e8, weightBytes = 1e8 }: { decodeTokensPerSecond?: number; peakRss?: number; weightBytes?: number } = {}) {
+  return { backend: 'wasm', P, threads: 2, prompt_tokens: 8, new_tokens: 8, runs: 1, prefill_tokens_per_s: 10, decode_tokens_per_s: decodeTokensPerSecond, decode_ms_per_token: 1000 / decodeTokensPerSecond, peak_rss_bytes: peakRss, weight_bytes: weightBytes };
+}
+
+describe('weight formats', () => {
+  const bench = { promptTokens: 64, newTokens: 64, threads: 2 };
+
+  it('--weights: both by default with wasm (int8 first), stored with the reference backend, which refuses int8', () => {
+    assert.equal(parseOptions([]).weights, 'both');
+    assert.deepEqual(formatsOf('both'), ['int8', 'stored']);
+    assert.deepEqual(formatsOf('stored'), ['stored']);
+    assert.equal(parseOptions(['--backend', 'reference']).weights, 'stored');
+    assert.throws(() => parseOptions(['--backend', 'reference', '--weights', 'int8']), /needs the wasm backend/);
+    assert.throws(() => parseOptions(['--weights', 'fp4']), /--weights must be one of both, int8, stored/);
+    assert.throws(() => parseOptions(['--plan', '--prepare']), /give one of them/);
+  });
+
+  it('paper shapes, both formats: every row runs in int8; in bf16 only the ParScale rows, the matched models marked "does not fit" with what they need', () => {
+    const rows = planRows({ shapes: 'paper', base: '1.8b', fit: 'stack-v2-python', ckptDir: '/nonexistent' });
+    const order = planMeasurements(rows, { weights: 'both', backend: 'wasm', ...bench });
+    assert.deepEqual(order.map(({ row, measurement }) => `${row.id}:${measurement.weights}`), [...rows.map((r) => `${r.id}:int8`), ...rows.map((r) => `${r.id}:stored`)]);
+    for (const row of rows) {
+      const [int8, stored] = [measurementOf(row, 'int8')!, measurementOf(row, 'stored')!];
+      assert.equal(int8.notMeasured, undefined, row.id);
+      assert.ok(int8.memory!.totalBytes <= WASM_MEMORY_LIMIT_BYTES && int8.memory!.maxContext === 128);
+      if (row.series === 'parscale') assert.equal(stored.notMeasured, undefined, row.id);
+      else {
+        assert.ok(stored.memory!.totalBytes > WASM_MEMORY_LIMIT_BYTES);
+        assert.match(stored.notMeasured!, new RegExp(`does not fit one wasm32 memory with bf16 weights \\(needs ${(stored.memory!.totalBytes / 2 ** 30).toFixed(2)} GiB`));
+      }
+    }
+    // the bf16 matched models need 4.3-6 GiB, int8 roughly halves every row
+    const scaledStored = rows.filter((r) => r.series === 'scaled').map((r) => measurementOf(r, 'stored')!.memory!.totalBytes / 2 ** 30);
+    assert.ok(scaledStored[0] > 4 && scaledStored[2] < 6.5, String(scaledStored));
+  });
+
+  it('the reference backend has no wasm memory to fit: every row runs, in stored weights only', () => {
+    const rows = planRows({ shapes: 'paper', base: '1.8b', fit: 'stack-v2-python', ckptDir: '/nonexistent' });
+    const order = planMeasurements(rows, { weights: 'stored', backend: 'reference', ...bench });
+    assert.equal(order.length, rows.length);
+    assert.ok(order.every(({ measurement }) => measurement.weights === 'stored' && measurement.memory === null && measurement.notMeasured === undefined));
+  });
+
+  it('the memory plan from a row\'s shape is the plan of the config.json its checkpoint gets', () => {
+    const rows = planRows({ shapes: 'paper', base: '1.8b', fit: 'stack-v2-python', ckptDir: join(scratch, 'plans') });
+    planMeasurements(rows, { weights: 'both', backend: 'wasm', ...bench });
+    for (const row of [rows[3], rows[6]]) {
+      makeCheckpoint({ out: row.dir, shape: row.shape, P: row.P, prefixTokens: 48, attnSmooth: 0.01, dtype: 'bf16', seed: 1, maxShardBytes: 2e9, configOnly: true });
+      for (const m of row.measurements) {
+        assert.deepEqual(planWasmMemory(readConfig(row.dir), () => 'BF16', { weights: m.weights, maxContext: 128, threads: 2 }), m.memory, `${row.id} ${m.weights}`);
+      }
+    }
+  });
+
+  it('the paper-shape page: bf16 rows that do not fit are listed with what they need, and the comparison table holds int8 only', () => {
+    const options = parseOptions(['--ckpt-dir', '/nonexistent']);
+    const rows = planRows(options);
+    planMeasurements(rows, options);
+    const plan = page(rows, options, null);
+    assert.match(plan, /full table has NOT been run yet/);
+    assert.match(plan, /- Stored bf16 weights: runs P = 1 \(3\.\d\d GiB\), P = 2 [^\n]*; does not fit: matched P = 1 for P = 2 \(4\.\d\d GiB\)/);
+    assert.doesNotMatch(plan, /## Measurements/);
+    rows.forEach((row, i) => {
+      for (const m of row.measurements) if (!m.notMeasured) m.bench = fakeBench(row.P, { peakRss: (m.weights === 'int8' ? 2e9 : 4e9) + i * 1e8 });
+    });
+    const measured = page(rows, options, new Date());
+    const comparisonRows = measured.split('\n').filter((line) => /^\| (int8|bf16) \| [248] \|/.test(line));
+    assert.deepEqual(comparisonRows.map((line) => line.split(' | ')[0]), ['| int8', '| int8', '| int8']);
+    assert.match(measured, /No comparison with stored bf16 weights/);
+    assert.equal(measured.match(/\| bf16 \| not measured: does not fit one wasm32 memory with bf16 weights \(needs \d\.\d\d GiB/g)!.length, 3);
+    assert.match(measured, /### int8 against stored bf16, the same checkpoint/);
+  });
+
+  it('ParScale is compared with the matched models in one format only', () => {
+    const rows = planRows({ shapes: 'small', base: '1.8b', fit: 'stack-v2-python', ckptDir: '/nonexistent' });
+    planMeasurements(rows, { weights: 'both', backend: 'wasm', promptTokens: 8, newTokens: 8, threads: 2 });
+    rows.forEach((row, i) => {
+      // int8 peaks at 1 GB + i·10 MB; stored at 2 GB + i·100 MB, and has no matched model for P = 4
+      measurementOf(row, 'int8')!.bench = fakeBench(row.P, { peakRss: 1e9 + i * 1e7 });
+      if (!(row.series === 'scaled' && row.matchesP === 4)) measurementOf(row, 'stored')!.bench = fakeBench(row.P, { peakRss: 2e9 + i * 1e8 });
+    });
+    const int8 = compare(rows, 'int8');
+    assert.deepEqual(int8.map((c) => [c.weights, c.P]), [['int8', 2], ['int8', 4], ['int8', 8]]);
+    // P = 2 is row 1, its matched model row 4: increases over row 0 in int8 figures only
+    assert.ok(Math.abs(int8[0].parscaleMemoryIncrease - 1e7) < 1 && Math.abs(int8[0].scaledMemoryIncrease - 4e7) < 1);
+    const stored = compare(rows, 'stored');
+    assert.deepEqual(stored.map((c) => c.P), [2, 8]);
+    assert.ok(Math.abs(stored[1].parscaleMemoryIncrease - 3e8) < 1 && Math.abs(stored[1].scaledMemoryIncrease - 6e8) < 1);
   });
 });
