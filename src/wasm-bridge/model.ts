@@ -28,7 +28,7 @@ import { ropeFrequencies } from '../reference/kernels.ts';
 import { q8Groups, quantizeRowsQ8 } from '../reference/q8.ts';
 import { type KernelBuild, type Ptr, type WeightFormat, type WeightMatrix, WasmKernels } from './kernels.ts';
 import { type WeightsChoice, WEIGHT_CHOICES, checkWasmMemory, placementOf, plannedStreamSets } from './plan.ts';
-import { KernelPool } from './pool.ts';
+import { ATTENTION_JOB_INTS, KernelPool } from './pool.ts';
 
 export interface WasmModelOptions {
   /** Threads for the matrix products (default: the available cores). */
@@ -142,7 +142,7 @@ export class WasmModel implements LanguageModel {
     private readonly weightsStart: Ptr,
     readonly maxContext: number,
     readonly maxChunk: number,
-    private readonly buffers: Record<'x' | 'xb' | 'q' | 'k' | 'v' | 'heads' | 'delta' | 'gate' | 'up' | 'scores' | 'streams' | 'y' | 'aggWeights' | 'aggScratch' | 'logits' | 'embedRow', Ptr>,
+    private readonly buffers: Record<'x' | 'xb' | 'q' | 'k' | 'v' | 'heads' | 'delta' | 'gate' | 'up' | 'scores' | 'streams' | 'y' | 'aggWeights' | 'aggScratch' | 'logits' | 'embedRow' | 'attentionJobs', Ptr>,
     /** [layer][stream] keys and values, each (nKV, T + maxContext, d) */
     private readonly cacheKeys: Ptr[][],
     private readonly cacheValues: Ptr[][],
@@ -378,6 +378,7 @@ export class WasmModel implements LanguageModel {
       });
       const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
       const scratch = (floats: number) => kernels.f32(floats).ptr;
+      const scoresStride = Math.ceil((capacity * 4) / 16) * 16;
       const buffers = {
         x: scratch(rows * H), //             residual stream, (P, n, H)
         xb: scratch(rows * H),
@@ -388,7 +389,8 @@ export class WasmModel implements LanguageModel {
         delta: scratch(rows * H),
         gate: scratch(rows * I),
         up: scratch(rows * I),
-        scores: scratch(capacity),
+        scores: kernels.alloc(threads * scoresStride), // each thread's attention scores (capacity floats)
+        attentionJobs: kernels.alloc(rows * ATTENTION_JOB_INTS * 4), // one row of the pool's attention table per stream and token
         streams: scratch(P * H), //         one position's P final hidden states
         y: scratch(H),
         aggWeights: scratch(P),
@@ -542,6 +544,8 @@ export class WasmModel implements LanguageModel {
     // 2. the layers
     const keysView = this.view(b.k, rows * kvDim);
     const valuesView = this.view(b.v, rows * kvDim);
+    const jobs = new Int32Array(this.kernels.memory.buffer, b.attentionJobs, rows * ATTENTION_JOB_INTS);
+    const scoresStride = Math.ceil((capacity * 4) / 16) * 16;
     const delta = this.view(b.delta, rows * H);
     for (let l = 0; l < c.numLayers; l++) {
       const layer = this.layers[l];
@@ -563,9 +567,11 @@ export class WasmModel implements LanguageModel {
             this.view(keys + to, d).set(keysView.subarray(row * kvDim + kv * d, row * kvDim + (kv + 1) * d));
             this.view(values + to, d).set(valuesView.subarray(row * kvDim + kv * d, row * kvDim + (kv + 1) * d));
           }
-          k.attention(b.heads + row * qDim * 4, b.q, row * qDim, keys, values, slot + 1, capacity, c.numHeads, c.numKvHeads, d, b.scores);
+          // attention of this row, queued: all rows run on the pool's threads below
+          jobs.set([b.heads + row * qDim * 4, row * qDim, keys, values, slot + 1], row * ATTENTION_JOB_INTS);
         }
       }
+      pool.attention(b.attentionJobs, rows, b.q, capacity, c.numHeads, c.numKvHeads, d, b.scores, scoresStride);
       pool.linear(layer.o, b.delta, b.heads, null, rows, qDim, H);
       for (let i = 0; i < rows * H; i++) x[i] += delta[i];
       k.rmsnorm(b.xb, b.x, layer.postAttentionNorm, c.rmsNormEps, rows, H);

@@ -150,11 +150,11 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
     }
   }
   const { P, T } = largestStreams(config, streamSets);
-  const { fixedFloats, floatsPerPosition } = runtimeFloats(config, maxChunk, P, T);
+  const threads = options.threads ?? availableParallelism();
+  const { fixedFloats, floatsPerPosition } = runtimeFloats(config, maxChunk, P, T, threads);
   const perPositionBytes = 4 * floatsPerPosition;
   // 16-byte alignment of every buffer, the rope table, the pool's control block; with int8, each
   // thread's scratch for 4 dequantized rows (pool.ts)
-  const threads = options.threads ?? availableParallelism();
   const q8Scratch = weights === 'int8' ? threads * 16 * Math.max(config.hiddenSize, config.intermediateSize, config.numHeads * config.headDim) + 64 : 0;
   const overhead = 16 * (buffers + 32 + 2 * config.numLayers * P) + 4 * config.headDim + 1024 + q8Scratch;
   const fixedBytes = weightBytes + 4 * fixedFloats + overhead;
@@ -175,16 +175,16 @@ function cacheFloatsPerPosition(config: ModelConfig, P: number): number {
 }
 
 /** The activation and cache floats model.ts allocates for P streams and T prefix tokens: a fixed part and a part per cache position. */
-function runtimeFloats(config: ModelConfig, maxChunk: number, P: number, T: number): { fixedFloats: number; floatsPerPosition: number } {
+function runtimeFloats(config: ModelConfig, maxChunk: number, P: number, T: number, threads: number): { fixedFloats: number; floatsPerPosition: number } {
   const H = config.hiddenSize;
   const qDim = config.numHeads * config.headDim;
   const kvDim = config.numKvHeads * config.headDim;
   const rows = P * maxChunk;
   // x, xb, delta (H); q, heads (qDim); k, v (kvDim); gate, up (I) per row; then one position's
-  // streams, y, aggregation weights and scratch, the logits, an embedding row; the scores and the
-  // cache grow with capacity
-  const activations = rows * (3 * H + 2 * qDim + 2 * kvDim + 2 * config.intermediateSize) + P * H + H + P + (P * H + H) + config.vocabSize + H;
-  const perPosition = 1 + cacheFloatsPerPosition(config, P);
+  // streams, y, aggregation weights and scratch, the logits, an embedding row; the attention job
+  // table (5 numbers per row); each thread's scores and the cache grow with capacity
+  const activations = rows * (3 * H + 2 * qDim + 2 * kvDim + 2 * config.intermediateSize + 5) + P * H + H + P + (P * H + H) + config.vocabSize + H;
+  const perPosition = threads + cacheFloatsPerPosition(config, P);
   return { fixedFloats: activations + perPosition * T, floatsPerPosition: perPosition };
 }
 

@@ -27,6 +27,9 @@ const OP_QUANTIZE_Q8 = 5; // split by source rows instead of output rows
 const OP_READ = 6; // the read-loop roofline: each thread reads its share of a byte range
 const OP_MATMUL_BF16P = 7; // bf16 in paired order
 const OP_PEAK = 8; // the multiply-add roofline: every thread runs madd_peak (0) or fma_peak (1)
+const OP_ATTENTION = 9; // a table of attention rows, dealt out to the threads in turn
+/** Numbers per row of an attention job table: out, qOffset, keys, values, length. */
+export const ATTENTION_JOB_INTS = 5;
 
 /** Busy-wait this many polls (a few microseconds) before sleeping in Atomics.wait. */
 const SPIN_POLLS = 20_000;
@@ -54,6 +57,16 @@ function runShare(kernels: KernelExports, control: Int32Array, part: number, par
     const [ptr, blocks] = control.subarray(ARGS, ARGS + 2);
     const [bStart, bEnd] = outputRange(part, parts, blocks);
     if (bStart < bEnd) kernels.read_bandwidth((ptr >>> 0) + bStart * 64, (bEnd - bStart) * 64);
+    return;
+  }
+  if (op === OP_ATTENTION) {
+    const [table, count, q, capacity, numHeads, numKvHeads, headDim, scores, scoresStride] = control.subarray(ARGS, ARGS + 9);
+    const jobs = new Int32Array(control.buffer, table >>> 0, count * ATTENTION_JOB_INTS);
+    const myScores = (scores >>> 0) + part * scoresStride;
+    for (let j = part; j < count; j += parts) {
+      const at = j * ATTENTION_JOB_INTS;
+      kernels.attention(jobs[at], q, jobs[at + 1], jobs[at + 2], jobs[at + 3], jobs[at + 4], capacity, numHeads, numKvHeads, headDim, myScores);
+    }
     return;
   }
   if (op === OP_PEAK) {
@@ -203,6 +216,16 @@ export class KernelPool {
   /** read_bandwidth over [ptr, ptr + bytes) (whole 64-byte blocks), split over the threads: the read-loop roofline of all threads. */
   read(ptr: Ptr, bytes: number): void {
     this.run(OP_READ, [ptr, Math.floor(bytes / 64)]);
+  }
+
+  /**
+   * The attention kernel for `count` rows described in `table` (ATTENTION_JOB_INTS numbers each:
+   * out, qOffset, keys, values, length; the other arguments are shared), the rows dealt out to the
+   * threads in turn. Each thread uses its own scores scratch: scores + thread · scoresStride bytes,
+   * capacity floats. Each row is computed by the same kernel call whatever thread runs it.
+   */
+  attention(table: Ptr, count: number, q: Ptr, capacity: number, numHeads: number, numKvHeads: number, headDim: number, scores: Ptr, scoresStride: number): void {
+    this.run(OP_ATTENTION, [table, count, q, capacity, numHeads, numKvHeads, headDim, scores, scoresStride]);
   }
 
   /** madd_peak ('madd') or fma_peak ('fma') with `iterations` on every thread at once: the multiply-add roofline of all threads. */
