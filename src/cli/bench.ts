@@ -11,8 +11,9 @@ export const benchHelp = `Usage: parscale bench --model DIR [--backend wasm|refe
 
 Measure prefill and decode speed and peak memory on random token ids (greedy decoding).
 Reports medians over --runs runs. With the wasm backend it also measures, in the same run, a
-plain SIMD read of the model's weight bytes and the SIMD multiply-add peak (one thread each), so
-the figures can be read against the machine's limits.
+plain SIMD read of the model's weight bytes and the SIMD multiply-add peak (mul then add, and the
+kernels' own multiply-add: fused in the relaxed-SIMD build), on one thread and on all threads at
+once, and prints decode and prefill as shares of those limits.
 
 Options:
   -m, --model DIR        checkpoint folder
@@ -25,6 +26,20 @@ Options:
       --runs N           repetitions; medians are reported (default 3)
       --json             one JSON object on stdout
   -h, --help             show this help`;
+
+/**
+ * Multiply-adds of the matrix products in one forward position with P streams: every layer's
+ * q, k, v, o, gate, up and down for each stream, then the LM head once (after the aggregation).
+ * Attention, norms and the aggregation layer are left out (well under 1 % at the shapes of
+ * docs/performance.md), so shares of the peak computed from it are slight underestimates.
+ */
+export function productMultiplyAdds(config: { hiddenSize: number; intermediateSize: number; numLayers: number; numHeads: number; numKvHeads: number; headDim: number; vocabSize: number }, P: number): number {
+  const { hiddenSize: H, intermediateSize: I, numLayers, numHeads, numKvHeads, headDim, vocabSize } = config;
+  const qDim = numHeads * headDim;
+  const kvDim = numKvHeads * headDim;
+  const perLayer = H * qDim + 2 * H * kvDim + qDim * H + 3 * H * I;
+  return P * numLayers * perLayer + vocabSize * H;
+}
 
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -113,6 +128,17 @@ export async function benchCommand(args: string[]): Promise<number> {
       report.kernel_build = roof.kernelBuild;
       report.fma_peak_per_s_1_thread = roof.fmaPerSecond;
       report.fma_peak_per_s_all_threads = roof.fmaPerSecondAllThreads;
+      // the fast-path targets as shares of those limits (multiply-adds: productMultiplyAdds)
+      const decodeMadds = productMultiplyAdds(model.config, P) / (msPerToken / 1000);
+      // prefill: every prompt position in every stream, the LM head once
+      const prefillMadds = (productMultiplyAdds(model.config, P) * promptTokens - (promptTokens - 1) * model.config.vocabSize * model.config.hiddenSize) / median(prefillSeconds);
+      report.decode_read_share_of_read_loop_all_threads = bytesPerSecond / roof.readBytesPerSecondAllThreads;
+      report.decode_madd_per_s = decodeMadds;
+      report.decode_madd_share_of_madd_peak_all_threads = decodeMadds / roof.maddPerSecondAllThreads;
+      report.decode_madd_share_of_fma_peak_all_threads = decodeMadds / roof.fmaPerSecondAllThreads;
+      report.prefill_madd_per_s = prefillMadds;
+      report.prefill_madd_share_of_madd_peak_all_threads = prefillMadds / roof.maddPerSecondAllThreads;
+      report.prefill_madd_share_of_fma_peak_all_threads = prefillMadds / roof.fmaPerSecondAllThreads;
     }
     if (values.json) {
       console.log(JSON.stringify(report));
