@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { productMultiplyAdds } from '../src/cli/bench.ts';
 
 const repo = fileURLToPath(new URL('../', import.meta.url));
 const bin = join(repo, 'bin/parscale.js');
@@ -163,5 +164,14 @@ describe('parscale CLI', () => {
     assert.equal(code, 130, stderr);
     assert.ok(Date.now() - sentAt < 5000, 'stopped within 5 s');
     assert.match(stderr, /aborted/);
+  });
+});
+
+describe('parscale bench: productMultiplyAdds', () => {
+  it('counts the ParScale-1.8B shape by hand: 36 × (2 · 1536² + 2 · 1536 · 192 + 3 · 1536 · 8320) per stream, plus the LM head once', () => {
+    const shape = { hiddenSize: 1536, intermediateSize: 8320, numLayers: 36, numHeads: 16, numKvHeads: 2, headDim: 96, vocabSize: 151936 };
+    const perStream = 36 * (2 * 1536 * 1536 + 2 * 1536 * 192 + 3 * 1536 * 8320); // k and v: 2 KV heads of 96
+    assert.equal(productMultiplyAdds(shape, 1), perStream + 151936 * 1536);
+    assert.equal(productMultiplyAdds(shape, 8), 8 * perStream + 151936 * 1536);
   });
 });
