@@ -194,8 +194,9 @@ export class WasmKernels {
 
   /**
    * matmul with W as int8 values w (outDim, inDim) and bf16 scales (outDim, ceil(inDim / 32)); see
-   * src/reference/q8.ts. scratch: 4 · inDim f32 (rows ≥ 3 dequantize into it); by default one is
-   * allocated for the call and freed after.
+   * src/reference/q8.ts; the activations are quantized to int16 per group of 32 (W8A16). scratch:
+   * 16 · inDim bytes (the quantized activations go there); by default one is allocated for the call
+   * and freed after.
    */
   matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim, scratch?: Ptr): void {
     if (scratch !== undefined) {

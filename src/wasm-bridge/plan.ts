@@ -153,7 +153,7 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
   const { fixedFloats, floatsPerPosition } = runtimeFloats(config, maxChunk, P, T);
   const perPositionBytes = 4 * floatsPerPosition;
   // 16-byte alignment of every buffer, the rope table, the pool's control block; with int8, each
-  // thread's scratch for 4 dequantized rows (pool.ts)
+  // thread's scratch for matmul_q8's int16 activations (pool.ts)
   const threads = options.threads ?? availableParallelism();
   const q8Scratch = weights === 'int8' ? threads * 16 * Math.max(config.hiddenSize, config.intermediateSize, config.numHeads * config.headDim) + 64 : 0;
   const overhead = 16 * (buffers + 32 + 2 * config.numLayers * P) + 4 * config.headDim + 1024 + q8Scratch;
