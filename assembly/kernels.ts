@@ -339,8 +339,11 @@ export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i3
 const Q8_GROUP: i32 = 32;
 const Q8_GROUP_SHIFT: i32 = 5;
 
-/** Rows of x quantized at a time: their int16 values and scales fill at most 16 · inDim bytes of scratch. */
-const Q8_X_ROWS: i32 = 4;
+/**
+ * Rows of x quantized at a time (so each weight row is read from memory once for P ≤ 8 at decode):
+ * their int16 values and scales take 16 · (inDim + groups) bytes of scratch (q8.ts q8ScratchBytes).
+ */
+const Q8_X_ROWS: i32 = 8;
 
 /** A dequantized weight: q[i] · s[i / G] (exact in f32), for dequantizeRowQ8's tail. */
 // @ts-ignore: decorator
@@ -381,11 +384,17 @@ const Q8_X_ROWS: i32 = 4;
     store<u16>(xs + (<usize>g << 1), <u16>(se << 7));
     const inverse = reinterpret<f32>((254 - se) << 23); // 1 / sx, exact
     const inv = f32x4.splat(inverse);
+    // Rounding to an integer by adding 1.5 · 2^23: for |v| < 2^22 the sum's last mantissa bit is
+    // worth 1, so the addition itself rounds v to nearest even, and the sum's bits minus those of
+    // 1.5 · 2^23 are that integer (|v| ≤ 32768 here). Two instructions instead of nearest and
+    // trunc_sat (a long sequence on x86 without AVX-512).
+    const magic = f32x4.splat(12582912.0);
+    const magicBits = i32x4.splat(0x4b400000);
     const end8 = start + ((end - start) & ~7);
     for (let i = start; i < end8; i += 8) {
       const p = xRow + (<usize>i << 2);
-      const lo = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p), inv)));
-      const hi = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 16), inv)));
+      const lo = i32x4.sub(f32x4.add(f32x4.mul(v128.load(p), inv), magic), magicBits);
+      const hi = i32x4.sub(f32x4.add(f32x4.mul(v128.load(p, 16), inv), magic), magicBits);
       v128.store(xq + (<usize>i << 1), i16x8.narrow_i32x4_s(lo, hi)); // saturates +32768 to 32767
     }
     for (let i = end8; i < end; i++) {
@@ -542,9 +551,10 @@ const Q8_X_ROWS: i32 = 4;
  * matmul_f32 with W (outDim, inDim) as int8 values and per-group bf16 scales (format above), the
  * activations quantized to int16 per group (W8A16, see above):
  *   out[r, o] ≈ Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
- * scratch: 16 · inDim bytes for this thread (required): Q8_X_ROWS rows of x at a time are quantized
- * into it (int16 values, 2 · inDim bytes a row, from scratch; bf16 scales, 2 · groups bytes a row,
- * from scratch + 8 · inDim), then every weight row of the range is read once for those rows. Each
+ * scratch: 16 · (inDim + groups) bytes for this thread (required; q8.ts q8ScratchBytes): Q8_X_ROWS
+ * rows of x at a time are quantized into it (int16 values, 2 · inDim bytes a row, from scratch;
+ * bf16 scales, 2 · groups bytes a row, after the Q8_X_ROWS rows of values), then every weight row
+ * of the range is read once for those rows. Each
  * thread quantizes the rows itself; the result depends only on x, so every thread gets the same.
  *
  * Which outputs a tile computes together. A tile's 4 outputs are not adjacent rows but one from

@@ -28,6 +28,15 @@ export function q8Groups(inDim: number): number {
   return Math.ceil(inDim / Q8_GROUP);
 }
 
+/**
+ * Bytes of scratch the wasm kernel matmul_q8 needs (per thread) for inDim inputs: up to 8 rows of
+ * activations quantized to int16 (2 · inDim bytes a row) and their bf16 scales (2 per group), see
+ * assembly/kernels.ts. Grows with inDim, so a scratch for the largest inDim serves every matrix.
+ */
+export function q8ScratchBytes(inDim: number): number {
+  return 16 * (inDim + q8Groups(inDim));
+}
+
 /** Bytes of a quantized (outDim, inDim) matrix: the int8 values plus the bf16 scales. */
 export function q8Bytes(outDim: number, inDim: number): number {
   return outDim * inDim + 2 * outDim * q8Groups(inDim);
