@@ -369,12 +369,18 @@ const Q8_X_ROWS: i32 = 8;
     const start = g << Q8_GROUP_SHIFT;
     const end = min(inDim, start + Q8_GROUP);
     const end4 = start + ((end - start) & ~3);
-    // m = max |x| over the group; NaN wins (f32x4.max and max both propagate it)
-    let mv = f32x4.splat(0);
-    for (let i = start; i < end4; i += 4) mv = f32x4.max(mv, f32x4.abs(v128.load(xRow + (<usize>i << 2))));
-    let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
-    for (let i = end4; i < end; i++) m = max(m, Mathf.abs(load<f32>(xRow + (<usize>i << 2))));
-    const e = (reinterpret<u32>(m) >>> 23) & 0xff; // the sign of a NaN is not specified: masked off
+    // m = max |x| over the group, on the bits: with the sign cleared, the bit patterns of floats
+    // order as their values, and NaN (exponent all ones, mantissa ≠ 0) above +Infinity, so NaN wins.
+    // One integer max per vector instead of f32x4.max's NaN-and-signed-zero sequence.
+    const absMask = i32x4.splat(0x7fffffff);
+    let mv = i32x4.splat(0);
+    for (let i = start; i < end4; i += 4) mv = i32x4.max_s(mv, v128.and(v128.load(xRow + (<usize>i << 2)), absMask));
+    mv = i32x4.max_s(mv, v128.shuffle<i32>(mv, mv, 2, 3, 0, 1));
+    mv = i32x4.max_s(mv, v128.shuffle<i32>(mv, mv, 1, 0, 3, 2));
+    let mBits = i32x4.extract_lane(mv, 0);
+    for (let i = end4; i < end; i++) mBits = max(mBits, load<i32>(xRow + (<usize>i << 2)) & 0x7fffffff);
+    const e = <u32>mBits >>> 23;
+    const m = reinterpret<f32>(mBits);
     if (e == 0xff || m == 0) {
       store<u16>(xs + (<usize>g << 1), e == 0xff ? 0x7fc0 : 0);
       for (let i = start; i < end; i++) store<i16>(xq + (<usize>i << 1), 0);
