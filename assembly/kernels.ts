@@ -295,8 +295,8 @@ export function matmul_f16(out: usize, x: usize, w: usize, bias: usize, rows: i3
 //   w      (outDim, inDim) int8, row-major: q[o, i] in [-127, 127]
 //   scales (outDim, ceil(inDim / Q8_GROUP)) bf16 bits: s[o, g] = max |W[o, g·G .. g·G + G)| / 127,
 //          rounded UP to a bf16, so |W / s| ≤ 127 and rounding to nearest never needs clamping
-//   the weight is q · s. q has 7 significant bits and s 8, so q · s is exact in f32 (the scalar
-//   tail and the embedding lookup use it as is).
+//   the weight is q · s. q has 7 significant bits and s 8, so q · s is exact in f32 (the
+//   embedding lookup, dequantize_row_q8, uses it as is).
 //
 // Why G = 32 and bf16 scales. The rounding error of a weight is at most s/2 = max|W_group| / 254,
 // so a group should be small enough to follow the local magnitude (real checkpoints have outlier
