@@ -458,8 +458,8 @@ export function pair_bf16(w: usize, inDim: i32, rStart: i32, rEnd: i32): void {
 //   w      (outDim, inDim) int8, row-major: q[o, i] in [-127, 127]
 //   scales (outDim, ceil(inDim / Q8_GROUP)) bf16 bits: s[o, g] = max |W[o, g·G .. g·G + G)| / 127,
 //          rounded UP to a bf16, so |W / s| ≤ 127 and rounding to nearest never needs clamping
-//   the weight is q · s. q has 7 significant bits and s 8, so q · s is exact in f32 (the scalar
-//   tail and the embedding lookup use it as is).
+//   the weight is q · s. q has 7 significant bits and s 8, so q · s is exact in f32 (the
+//   embedding lookup, dequantize_row_q8, uses it as is).
 //
 // Why G = 32 and bf16 scales. The rounding error of a weight is at most s/2 = max|W_group| / 254,
 // so a group should be small enough to follow the local magnitude (real checkpoints have outlier
@@ -471,21 +471,44 @@ export function pair_bf16(w: usize, inDim: i32, rStart: i32, rEnd: i32): void {
 // so the error bound s/2 (+ |W| · 2^-23) holds as stated. G is a multiple of 8, so a vector block never straddles
 // two groups. Any inDim works: the last group of a row may be shorter.
 //
-// Each output is computed as Σ_g s_g · (Σ_{i in g} q_i · x_i): the int8 values are widened to f32
-// in registers (i8 → i16 by the load, → i32 → f32) and summed per group in an f32x4 accumulator,
-// and only the group's sum is multiplied by its scale and added to the output's accumulator — one
-// multiply per 32 weights instead of one per weight. With fewer than 3 rows (P = 1, 2 at decode;
-// from 3 rows see matmul_q8) the operations per output are always these, in this order, whatever
-// tile or thread range computes it:
-//   acc = 0; per group g: gacc = 0; gacc += q·x over its 8-blocks (inputs i..i+3 then i+4..i+7),
-//   then one 4-block if the group's vector part ends there; acc += gacc · s_g;
-//   then hsum(acc), the scalar tail inputs (inDim & ~3) .. inDim − 1 as sum += (q·s)·x, the bias.
-// So splitting the outputs over threads changes no bit (test/wasm-kernels.test.ts, wasm-pool).
+// The product is W8A16: each row of x is quantized to int16 per group of Q8_GROUP inputs (the same
+// groups as the weights), and the products of a group are summed exactly in int32 with
+// i32x4.dot_i16x8_s (8 multiplies and 4 adds in one instruction, pmaddwd on x86); only the group
+// sum goes to f32, times the weight's and the activation's scales. An f32 route (widen every int8
+// to f32, multiply, add) needs about 3 vector instructions per weight and so stays below the
+// memory's speed at decode; this one needs under 1.
+//
+// Activations (quantizeRowX; q8.ts quantizeX is its twin): for a group with m = max |x| over it,
+//   sx = 2^(E − 14), E the exponent field of m (at least 2^-126), so m / sx < 2^15;
+//   xq = x / sx rounded to nearest even (exact scaling: sx is a power of two), clamped to
+//        [-32768, 32767] (only +32768 can occur), so |x − xq · sx| ≤ sx ≤ m · 2^-14.
+//   m = 0: sx = 0 and xq = 0. m NaN or ±Infinity: sx = NaN and xq = 0 (the outputs are NaN).
+//   sx is kept as bf16 bits (a power of two is exact in bf16).
+// This adds an error of at most Σ_g m_g · 2^-14 · Σ_{i in g} |q_i · s_g| to an output (about
+// 2^-14 of the group's largest activation times the weights' magnitude, far below int8's own
+// rounding of the weights, about max |W| / 254 per weight).
+//
+// Each output out[r, o] is then computed by exactly these operations, in this order, whatever tile
+// or thread computes it (so splitting the outputs over threads changes no bit):
+//   acc = f32x4(0); per group g, with start = 32g, end = min(inDim, start + 32), end8 = start +
+//   ((end − start) & ~7):
+//     G = i32x4(0); for each 8-block i = start, start + 8, … < end8: lane l of G += q[i+2l] · xq[i+2l]
+//     + q[i+2l+1] · xq[i+2l+1] (exact integers: |G| ≤ 8 · 127 · 32768 < 2^31);
+//     lane 0 of G += Σ q[i] · xq[i] over i = end8 .. end − 1 (exact);
+//     c = f32(s_g) · f32(sx_g) (f32 product); acc = acc + f32(G) · c (f32x4, rounded per lane);
+//   out = (acc0 + acc2) + (acc1 + acc3), then + bias[o].
+// src/reference/q8.ts matmul_q8 does the same in scalar JavaScript, so the two agree to the bit.
 
 const Q8_GROUP: i32 = 32;
 const Q8_GROUP_SHIFT: i32 = 5;
 
-/** A dequantized weight for the scalar tail: q[i] · s[i / G] (exact in f32). */
+/**
+ * Rows of x quantized at a time (so each weight row is read from memory once for P ≤ 8 at decode):
+ * their int16 values and scales take 16 · (inDim + groups) bytes of scratch (q8.ts q8ScratchBytes).
+ */
+const Q8_X_ROWS: i32 = 8;
+
+/** A dequantized weight: q[i] · s[i / G] (exact in f32), for dequantizeRowQ8's tail. */
 // @ts-ignore: decorator
 @inline function q8Weight(wRow: usize, scaleRow: usize, i: i32): f32 {
   const s = reinterpret<f32>(<u32>load<u16>(scaleRow + (<usize>(i >> Q8_GROUP_SHIFT) << 1)) << 16);
@@ -498,13 +521,173 @@ const Q8_GROUP_SHIFT: i32 = 5;
   return i32x4.shl(v128.load16_splat(scaleRow + (<usize>g << 1)), 16);
 }
 
-/** Finish one output: lane sum, scalar tail (inputs vecEnd .. inDim − 1), bias. */
+/**
+ * Quantize one row of x (inDim f32) to int16 values at xq (inDim) and one bf16-bit power-of-two
+ * scale per group at xs (see the format above).
+ */
 // @ts-ignore: decorator
-@inline function finishQ8(acc: v128, wRow: usize, scaleRow: usize, xRow: usize, vecEnd: i32, inDim: i32, bias: usize, o: i32): f32 {
+@inline function quantizeRowX(xq: usize, xs: usize, xRow: usize, inDim: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  for (let g = 0; g < groups; g++) {
+    const start = g << Q8_GROUP_SHIFT;
+    const end = min(inDim, start + Q8_GROUP);
+    const end4 = start + ((end - start) & ~3);
+    // m = max |x| over the group, on the bits: with the sign cleared, the bit patterns of floats
+    // order as their values, and NaN (exponent all ones, mantissa ≠ 0) above +Infinity, so NaN wins.
+    // One integer max per vector instead of f32x4.max's NaN-and-signed-zero sequence.
+    const absMask = i32x4.splat(0x7fffffff);
+    let mv = i32x4.splat(0);
+    for (let i = start; i < end4; i += 4) mv = i32x4.max_s(mv, v128.and(v128.load(xRow + (<usize>i << 2)), absMask));
+    mv = i32x4.max_s(mv, v128.shuffle<i32>(mv, mv, 2, 3, 0, 1));
+    mv = i32x4.max_s(mv, v128.shuffle<i32>(mv, mv, 1, 0, 3, 2));
+    let mBits = i32x4.extract_lane(mv, 0);
+    for (let i = end4; i < end; i++) mBits = max(mBits, load<i32>(xRow + (<usize>i << 2)) & 0x7fffffff);
+    const e = <u32>mBits >>> 23;
+    const m = reinterpret<f32>(mBits);
+    if (e == 0xff || m == 0) {
+      store<u16>(xs + (<usize>g << 1), e == 0xff ? 0x7fc0 : 0);
+      for (let i = start; i < end; i++) store<i16>(xq + (<usize>i << 1), 0);
+      continue;
+    }
+    const se = max<u32>(e, 15) - 14; // exponent field of sx: 1 .. 240
+    store<u16>(xs + (<usize>g << 1), <u16>(se << 7));
+    const inverse = reinterpret<f32>((254 - se) << 23); // 1 / sx, exact
+    const inv = f32x4.splat(inverse);
+    // Rounding to an integer by adding 1.5 · 2^23: for |v| < 2^22 the sum's last mantissa bit is
+    // worth 1, so the addition itself rounds v to nearest even, and the sum's bits minus those of
+    // 1.5 · 2^23 are that integer (|v| ≤ 32768 here). Two instructions instead of nearest and
+    // trunc_sat (a long sequence on x86 without AVX-512).
+    const magic = f32x4.splat(12582912.0);
+    const magicBits = i32x4.splat(0x4b400000);
+    const end8 = start + ((end - start) & ~7);
+    for (let i = start; i < end8; i += 8) {
+      const p = xRow + (<usize>i << 2);
+      const lo = i32x4.sub(f32x4.add(f32x4.mul(v128.load(p), inv), magic), magicBits);
+      const hi = i32x4.sub(f32x4.add(f32x4.mul(v128.load(p, 16), inv), magic), magicBits);
+      v128.store(xq + (<usize>i << 1), i16x8.narrow_i32x4_s(lo, hi)); // saturates +32768 to 32767
+    }
+    for (let i = end8; i < end; i++) {
+      const v = <i32>nearest<f32>(load<f32>(xRow + (<usize>i << 2)) * inverse);
+      store<i16>(xq + (<usize>i << 1), <i16>min(v, 32767));
+    }
+  }
+}
+
+/** Σ q[i] · xq[i] over the group's scalar remainder i = end8 .. end − 1 (exact), for lane 0. */
+// @ts-ignore: decorator
+@inline function q8TailDot(wRow: usize, xq: usize, end8: i32, end: i32): i32 {
+  let t = 0;
+  for (let i = end8; i < end; i++) t += <i32>load<i8>(wRow + <usize>i) * <i32>load<i16>(xq + (<usize>i << 1));
+  return t;
+}
+
+/** Add the group's integer sums G into acc: acc + f32(G) · (s · sx). */
+// @ts-ignore: decorator
+@inline function q8GroupAdd(acc: v128, G: v128, s: v128, sx: v128): v128 {
+  return f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(G), f32x4.mul(s, sx)));
+}
+
+/** G with the group's scalar remainder added to lane 0 (an exact integer sum). */
+// @ts-ignore: decorator
+@inline function q8AddTail(G: v128, wRow: usize, xq: usize, end8: i32, end: i32): v128 {
+  return i32x4.add(G, i32x4.replace_lane(i32x4.splat(0), 0, q8TailDot(wRow, xq, end8, end)));
+}
+
+/** Finish one output: lane sum, bias. */
+// @ts-ignore: decorator
+@inline function finishQ8(acc: v128, bias: usize, o: i32): f32 {
   let sum = hsum(acc);
-  for (let i = vecEnd; i < inDim; i++) sum += q8Weight(wRow, scaleRow, i) * load<f32>(xRow + (<usize>i << 2));
   if (bias != 0) sum += load<f32>(bias + (<usize>o << 2));
   return sum;
+}
+
+/**
+ * Two output rows (o0, o1) × two activation rows (quantized at xq0, xq1 with scales xs0, xs1):
+ * each block of 8 weights is widened (to int16, by the load) once for both rows. Registers:
+ * 4 output + 4 group accumulators, 2 activation blocks, 2 weight blocks.
+ */
+// @ts-ignore: decorator
+@inline function tileQ8x2(out: usize, w: usize, scales: usize, bias: usize, xq0: usize, xs0: usize, xq1: usize, xs1: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, r: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const sRowBytes = <usize>groups << 1;
+  const w0 = w + <usize>o0 * <usize>inDim, s0 = scales + <usize>o0 * sRowBytes;
+  const w1 = w + <usize>o1 * <usize>inDim, s1 = scales + <usize>o1 * sRowBytes;
+  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
+  for (let g = 0; g < groups; g++) {
+    const start = g << Q8_GROUP_SHIFT;
+    const end = min(inDim, start + Q8_GROUP);
+    const end8 = start + ((end - start) & ~7);
+    let g00 = i32x4.splat(0), g01 = i32x4.splat(0), g10 = i32x4.splat(0), g11 = i32x4.splat(0);
+    for (let i = start; i < end8; i += 8) {
+      const xOff = <usize>i << 1;
+      const xv0 = v128.load(xq0 + xOff), xv1 = v128.load(xq1 + xOff);
+      let q = v128.load8x8_s(w0 + <usize>i);
+      g00 = i32x4.add(g00, i32x4.dot_i16x8_s(q, xv0));
+      g01 = i32x4.add(g01, i32x4.dot_i16x8_s(q, xv1));
+      q = v128.load8x8_s(w1 + <usize>i);
+      g10 = i32x4.add(g10, i32x4.dot_i16x8_s(q, xv0));
+      g11 = i32x4.add(g11, i32x4.dot_i16x8_s(q, xv1));
+    }
+    if (end8 < end) { // only in the last group, when inDim is not a multiple of 8
+      g00 = q8AddTail(g00, w0, xq0, end8, end);
+      g01 = q8AddTail(g01, w0, xq1, end8, end);
+      g10 = q8AddTail(g10, w1, xq0, end8, end);
+      g11 = q8AddTail(g11, w1, xq1, end8, end);
+    }
+    const sc0 = q8Scale(s0, g), sc1 = q8Scale(s1, g);
+    const sx0 = q8Scale(xs0, g), sx1 = q8Scale(xs1, g);
+    a00 = q8GroupAdd(a00, g00, sc0, sx0);
+    a01 = q8GroupAdd(a01, g01, sc0, sx1);
+    a10 = q8GroupAdd(a10, g10, sc1, sx0);
+    a11 = q8GroupAdd(a11, g11, sc1, sx1);
+  }
+  const out0 = out + ((<usize>r * <usize>outDim) << 2);
+  const out1 = out0 + (<usize>outDim << 2);
+  store<f32>(out0 + (<usize>o0 << 2), finishQ8(a00, bias, o0));
+  store<f32>(out1 + (<usize>o0 << 2), finishQ8(a01, bias, o0));
+  store<f32>(out0 + (<usize>o1 << 2), finishQ8(a10, bias, o1));
+  store<f32>(out1 + (<usize>o1 << 2), finishQ8(a11, bias, o1));
+}
+
+/** Four output rows × one activation row (P = 1 decode, or the last row of an odd count). */
+// @ts-ignore: decorator
+@inline function tileQ8x1(out: usize, w: usize, scales: usize, bias: usize, xq0: usize, xs0: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const sRowBytes = <usize>groups << 1;
+  const w0 = w + <usize>o0 * <usize>inDim, s0 = scales + <usize>o0 * sRowBytes;
+  const w1 = w + <usize>o1 * <usize>inDim, s1 = scales + <usize>o1 * sRowBytes;
+  const w2 = w + <usize>o2 * <usize>inDim, s2 = scales + <usize>o2 * sRowBytes;
+  const w3 = w + <usize>o3 * <usize>inDim, s3 = scales + <usize>o3 * sRowBytes;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  for (let g = 0; g < groups; g++) {
+    const start = g << Q8_GROUP_SHIFT;
+    const end = min(inDim, start + Q8_GROUP);
+    const end8 = start + ((end - start) & ~7);
+    let g0 = i32x4.splat(0), g1 = i32x4.splat(0), g2 = i32x4.splat(0), g3 = i32x4.splat(0);
+    for (let i = start; i < end8; i += 8) {
+      const xv = v128.load(xq0 + (<usize>i << 1));
+      g0 = i32x4.add(g0, i32x4.dot_i16x8_s(v128.load8x8_s(w0 + <usize>i), xv));
+      g1 = i32x4.add(g1, i32x4.dot_i16x8_s(v128.load8x8_s(w1 + <usize>i), xv));
+      g2 = i32x4.add(g2, i32x4.dot_i16x8_s(v128.load8x8_s(w2 + <usize>i), xv));
+      g3 = i32x4.add(g3, i32x4.dot_i16x8_s(v128.load8x8_s(w3 + <usize>i), xv));
+    }
+    if (end8 < end) {
+      g0 = q8AddTail(g0, w0, xq0, end8, end);
+      g1 = q8AddTail(g1, w1, xq0, end8, end);
+      g2 = q8AddTail(g2, w2, xq0, end8, end);
+      g3 = q8AddTail(g3, w3, xq0, end8, end);
+    }
+    const sx = q8Scale(xs0, g);
+    a0 = q8GroupAdd(a0, g0, q8Scale(s0, g), sx);
+    a1 = q8GroupAdd(a1, g1, q8Scale(s1, g), sx);
+    a2 = q8GroupAdd(a2, g2, q8Scale(s2, g), sx);
+    a3 = q8GroupAdd(a3, g3, q8Scale(s3, g), sx);
+  }
+  const out0 = out + ((<usize>r * <usize>outDim) << 2);
+  store<f32>(out0 + (<usize>o0 << 2), finishQ8(a0, bias, o0));
+  store<f32>(out0 + (<usize>o1 << 2), finishQ8(a1, bias, o1));
+  store<f32>(out0 + (<usize>o2 << 2), finishQ8(a2, bias, o2));
+  store<f32>(out0 + (<usize>o3 << 2), finishQ8(a3, bias, o3));
 }
 
 /** Lanes 0..3 / 4..7 of eight int8 weights already loaded as i16x8 (v128.load8x8_s), as f32x4. */
@@ -515,117 +698,6 @@ const Q8_GROUP_SHIFT: i32 = 5;
 // @ts-ignore: decorator
 @inline function q8High(q: v128): v128 {
   return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(q));
-}
-/** Four int8 weights at p as f32x4. */
-// @ts-ignore: decorator
-@inline function q8Four(p: usize): v128 {
-  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p))));
-}
-
-/**
- * Two output rows (o0, o1) × two activation rows (r, r + 1): each block of weights is widened once
- * for both activation rows. Registers: 4 output + 4 group accumulators, 4 activation vectors, 2–3
- * weight vectors (a 4 × 2 tile would need 16 accumulators alone).
- */
-// @ts-ignore: decorator
-@inline function tileQ8x2(out: usize, x: usize, w: usize, scales: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, r: i32): void {
-  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
-  const sRowBytes = <usize>groups << 1;
-  const w0 = w + <usize>o0 * <usize>inDim, s0 = scales + <usize>o0 * sRowBytes;
-  const w1 = w + <usize>o1 * <usize>inDim, s1 = scales + <usize>o1 * sRowBytes;
-  const x0 = x + ((<usize>r * <usize>inDim) << 2);
-  const x1 = x0 + (<usize>inDim << 2);
-  const vecEnd = inDim & ~3;
-  let a00 = f32x4.splat(0), a01 = f32x4.splat(0), a10 = f32x4.splat(0), a11 = f32x4.splat(0);
-  for (let g = 0; g < groups; g++) {
-    const start = g << Q8_GROUP_SHIFT;
-    const end = min(vecEnd, start + Q8_GROUP);
-    const end8 = start + ((max(end - start, 0)) & ~7);
-    let g00 = f32x4.splat(0), g01 = f32x4.splat(0), g10 = f32x4.splat(0), g11 = f32x4.splat(0);
-    for (let i = start; i < end8; i += 8) {
-      const xOff = <usize>i << 2;
-      const xa0 = v128.load(x0 + xOff), xb0 = v128.load(x0 + xOff, 16);
-      const xa1 = v128.load(x1 + xOff), xb1 = v128.load(x1 + xOff, 16);
-      let q = v128.load8x8_s(w0 + <usize>i);
-      let lo = q8Low(q), hi = q8High(q);
-      g00 = f32x4.add(f32x4.add(g00, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
-      g01 = f32x4.add(f32x4.add(g01, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
-      q = v128.load8x8_s(w1 + <usize>i);
-      lo = q8Low(q);
-      hi = q8High(q);
-      g10 = f32x4.add(f32x4.add(g10, f32x4.mul(lo, xa0)), f32x4.mul(hi, xb0));
-      g11 = f32x4.add(f32x4.add(g11, f32x4.mul(lo, xa1)), f32x4.mul(hi, xb1));
-    }
-    if (end8 < end) {
-      const xOff = <usize>end8 << 2;
-      const xv0 = v128.load(x0 + xOff), xv1 = v128.load(x1 + xOff);
-      let wv = q8Four(w0 + <usize>end8);
-      g00 = f32x4.add(g00, f32x4.mul(wv, xv0));
-      g01 = f32x4.add(g01, f32x4.mul(wv, xv1));
-      wv = q8Four(w1 + <usize>end8);
-      g10 = f32x4.add(g10, f32x4.mul(wv, xv0));
-      g11 = f32x4.add(g11, f32x4.mul(wv, xv1));
-    }
-    const sc0 = q8Scale(s0, g), sc1 = q8Scale(s1, g);
-    a00 = f32x4.add(a00, f32x4.mul(g00, sc0));
-    a01 = f32x4.add(a01, f32x4.mul(g01, sc0));
-    a10 = f32x4.add(a10, f32x4.mul(g10, sc1));
-    a11 = f32x4.add(a11, f32x4.mul(g11, sc1));
-  }
-  const out0 = out + ((<usize>r * <usize>outDim) << 2);
-  const out1 = out0 + (<usize>outDim << 2);
-  store<f32>(out0 + (<usize>o0 << 2), finishQ8(a00, w0, s0, x0, vecEnd, inDim, bias, o0));
-  store<f32>(out1 + (<usize>o0 << 2), finishQ8(a01, w0, s0, x1, vecEnd, inDim, bias, o0));
-  store<f32>(out0 + (<usize>o1 << 2), finishQ8(a10, w1, s1, x0, vecEnd, inDim, bias, o1));
-  store<f32>(out1 + (<usize>o1 << 2), finishQ8(a11, w1, s1, x1, vecEnd, inDim, bias, o1));
-}
-
-/** Four output rows × one activation row (P = 1 decode, or the last row of an odd count). */
-// @ts-ignore: decorator
-@inline function tileQ8x1(out: usize, x: usize, w: usize, scales: usize, bias: usize, inDim: i32, outDim: i32, o0: i32, o1: i32, o2: i32, o3: i32, r: i32): void {
-  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
-  const sRowBytes = <usize>groups << 1;
-  const w0 = w + <usize>o0 * <usize>inDim, s0 = scales + <usize>o0 * sRowBytes;
-  const w1 = w + <usize>o1 * <usize>inDim, s1 = scales + <usize>o1 * sRowBytes;
-  const w2 = w + <usize>o2 * <usize>inDim, s2 = scales + <usize>o2 * sRowBytes;
-  const w3 = w + <usize>o3 * <usize>inDim, s3 = scales + <usize>o3 * sRowBytes;
-  const x0 = x + ((<usize>r * <usize>inDim) << 2);
-  const vecEnd = inDim & ~3;
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
-  for (let g = 0; g < groups; g++) {
-    const start = g << Q8_GROUP_SHIFT;
-    const end = min(vecEnd, start + Q8_GROUP);
-    const end8 = start + ((max(end - start, 0)) & ~7);
-    let g0 = f32x4.splat(0), g1 = f32x4.splat(0), g2 = f32x4.splat(0), g3 = f32x4.splat(0);
-    for (let i = start; i < end8; i += 8) {
-      const xOff = <usize>i << 2;
-      const xa = v128.load(x0 + xOff), xb = v128.load(x0 + xOff, 16);
-      let q = v128.load8x8_s(w0 + <usize>i);
-      g0 = f32x4.add(f32x4.add(g0, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
-      q = v128.load8x8_s(w1 + <usize>i);
-      g1 = f32x4.add(f32x4.add(g1, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
-      q = v128.load8x8_s(w2 + <usize>i);
-      g2 = f32x4.add(f32x4.add(g2, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
-      q = v128.load8x8_s(w3 + <usize>i);
-      g3 = f32x4.add(f32x4.add(g3, f32x4.mul(q8Low(q), xa)), f32x4.mul(q8High(q), xb));
-    }
-    if (end8 < end) {
-      const xv = v128.load(x0 + (<usize>end8 << 2));
-      g0 = f32x4.add(g0, f32x4.mul(q8Four(w0 + <usize>end8), xv));
-      g1 = f32x4.add(g1, f32x4.mul(q8Four(w1 + <usize>end8), xv));
-      g2 = f32x4.add(g2, f32x4.mul(q8Four(w2 + <usize>end8), xv));
-      g3 = f32x4.add(g3, f32x4.mul(q8Four(w3 + <usize>end8), xv));
-    }
-    a0 = f32x4.add(a0, f32x4.mul(g0, q8Scale(s0, g)));
-    a1 = f32x4.add(a1, f32x4.mul(g1, q8Scale(s1, g)));
-    a2 = f32x4.add(a2, f32x4.mul(g2, q8Scale(s2, g)));
-    a3 = f32x4.add(a3, f32x4.mul(g3, q8Scale(s3, g)));
-  }
-  const out0 = out + ((<usize>r * <usize>outDim) << 2);
-  store<f32>(out0 + (<usize>o0 << 2), finishQ8(a0, w0, s0, x0, vecEnd, inDim, bias, o0));
-  store<f32>(out0 + (<usize>o1 << 2), finishQ8(a1, w1, s1, x0, vecEnd, inDim, bias, o1));
-  store<f32>(out0 + (<usize>o2 << 2), finishQ8(a2, w2, s2, x0, vecEnd, inDim, bias, o2));
-  store<f32>(out0 + (<usize>o3 << 2), finishQ8(a3, w3, s3, x0, vecEnd, inDim, bias, o3));
 }
 
 /** Row `row` of an int8 matrix as f32 weights q · s (exact) at out (inDim). */
@@ -645,49 +717,54 @@ const Q8_GROUP_SHIFT: i32 = 5;
 }
 
 /**
- * From this many rows (P ≥ 4 at decode, and prefill) matmul_q8 dequantizes each tile of 4 weight
- * rows once into scratch and runs matmul_f32's tiles over all the rows: widening int8 costs more
- * instructions than the multiply-adds it feeds, and this pays it once per weight instead of once
- * per pair of rows. Below it (P = 1, 2 at decode) the group sums are cheaper.
- */
-const Q8_DEQUANTIZE_FROM_ROWS: i32 = 3;
-
-/**
- * matmul_f32 with W (outDim, inDim) as int8 values and per-group bf16 scales (format above):
- *   out[r, o] = Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
- * scratch: 4 · inDim f32 for this thread (or 0: always the group sums). With rows < 3 (or no
- * scratch) each output is Σ_g s_g · (group sum), see above; with rows ≥ 3 it is exactly matmul_f32
- * on the dequantized rows q · s. Either way every output's operations depend only on rows, so any
- * split of [oStart, oEnd) over threads (in multiples of 4) gives the same bits. Blocking and
- * chunking as matmulAny: each weight row is read from memory once for all rows ≤ 8.
+ * matmul_f32 with W (outDim, inDim) as int8 values and per-group bf16 scales (format above), the
+ * activations quantized to int16 per group (W8A16, see above):
+ *   out[r, o] ≈ Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]), for o in [oStart, oEnd).
+ * scratch: 16 · (inDim + groups) bytes for this thread (required; q8.ts q8ScratchBytes): Q8_X_ROWS
+ * rows of x at a time are quantized into it (int16 values, 2 · inDim bytes a row, from scratch;
+ * bf16 scales, 2 · groups bytes a row, after the Q8_X_ROWS rows of values), then every weight row
+ * of the range is read once for those rows. Each
+ * thread quantizes the rows itself; the result depends only on x, so every thread gets the same.
+ *
+ * Which outputs a tile computes together. A tile's 4 outputs are not adjacent rows but one from
+ * each quarter of the range: o + t, o + t + Q, o + t + 2Q, o + t + 3Q (Q = ⌈n / 4⌉ for the range's
+ * n outputs, t = 0 .. Q − 1). With short rows (inDim 1536: 1.5 KB of int8) four adjacent rows are
+ * one 6 KB stretch the memory restarts every few KB; four quarters are four long sequential streams
+ * the hardware prefetcher follows. Past the end of the range a tile repeats the last output (same
+ * inputs, same bits, same place). Each output's operations are those above, whatever tile, range
+ * or thread computes it, so any split of [0, outDim) over threads gives the same bits.
  */
 export function matmul_q8(out: usize, x: usize, w: usize, scales: usize, bias: usize, rows: i32, inDim: i32, outDim: i32, oStart: i32, oEnd: i32, scratch: usize): void {
-  const chunk = rows <= 8 ? rows : max(8, (ACTIVATION_CHUNK_BYTES / max(1, inDim * 4)) & ~3);
+  if (oEnd <= oStart) return;
+  const groups = (inDim + Q8_GROUP - 1) >> Q8_GROUP_SHIFT;
+  const xqRowBytes = <usize>inDim << 1;
+  const xsBase = scratch + (<usize>Q8_X_ROWS * xqRowBytes);
+  const xsRowBytes = <usize>groups << 1;
   const last = oEnd - 1;
-  const dequantize = rows >= Q8_DEQUANTIZE_FROM_ROWS && scratch != 0;
-  const rowBytes = <usize>inDim << 2;
-  for (let r0 = 0; r0 < rows; r0 += chunk) {
-    const r1 = min(rows, r0 + chunk);
-    for (let o = oStart; o < oEnd; o += 4) {
-      const o1 = min(o + 1, last);
-      const o2 = min(o + 2, last);
-      const o3 = min(o + 3, last);
+  const quarter = (oEnd - oStart + 3) >> 2;
+  for (let r0 = 0; r0 < rows; r0 += Q8_X_ROWS) {
+    const r1 = min(rows, r0 + Q8_X_ROWS);
+    for (let r = r0; r < r1; r++) {
+      const j = <usize>(r - r0);
+      quantizeRowX(scratch + j * xqRowBytes, xsBase + j * xsRowBytes, x + ((<usize>r * <usize>inDim) << 2), inDim);
+    }
+    for (let t = 0; t < quarter; t++) {
+      const o0 = oStart + t;
+      const o1 = min(o0 + quarter, last);
+      const o2 = min(o0 + 2 * quarter, last);
+      const o3 = min(o0 + 3 * quarter, last);
       let r = r0;
-      if (dequantize) {
-        dequantizeRowQ8(scratch, w, scales, inDim, o);
-        dequantizeRowQ8(scratch + rowBytes, w, scales, inDim, o1);
-        dequantizeRowQ8(scratch + 2 * rowBytes, w, scales, inDim, o2);
-        dequantizeRowQ8(scratch + 3 * rowBytes, w, scales, inDim, o3);
-        const d1 = scratch + rowBytes, d2 = scratch + 2 * rowBytes, d3 = scratch + 3 * rowBytes;
-        for (; r + 2 <= r1; r += 2) tile4x2Rows(F32, out, x, scratch, d1, d2, d3, bias, inDim, outDim, o, o1, o2, o3, r);
-        if (r < r1) tile4x1Rows(F32, out, x, scratch, d1, d2, d3, bias, inDim, outDim, o, o1, o2, o3, r);
-        continue;
-      }
       for (; r + 2 <= r1; r += 2) {
-        tileQ8x2(out, x, w, scales, bias, inDim, outDim, o, o1, r);
-        tileQ8x2(out, x, w, scales, bias, inDim, outDim, o2, o3, r);
+        const j = <usize>(r - r0);
+        const xq0 = scratch + j * xqRowBytes, xs0 = xsBase + j * xsRowBytes;
+        const xq1 = xq0 + xqRowBytes, xs1 = xs0 + xsRowBytes;
+        tileQ8x2(out, w, scales, bias, xq0, xs0, xq1, xs1, inDim, outDim, o0, o1, r);
+        tileQ8x2(out, w, scales, bias, xq0, xs0, xq1, xs1, inDim, outDim, o2, o3, r);
       }
-      if (r < r1) tileQ8x1(out, x, w, scales, bias, inDim, outDim, o, o1, o2, o3, r);
+      if (r < r1) {
+        const j = <usize>(r - r0);
+        tileQ8x1(out, w, scales, bias, scratch + j * xqRowBytes, xsBase + j * xsRowBytes, inDim, outDim, o0, o1, o2, o3, r);
+      }
     }
   }
 }

@@ -26,6 +26,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
+import { q8ScratchBytes } from '../src/reference/q8.ts';
 import { instantiateKernels, type KernelExports, WasmKernels } from '../src/wasm-bridge/kernels.ts';
 import { randomArray, rng } from '../test/helpers/random-model.ts';
 
@@ -107,7 +108,7 @@ for (const [inDim, outDim] of shapes) {
   const x = kernels.f32(randomArray(random, maxRows * inDim, 1));
   const bias = kernels.f32(randomArray(random, outDim, 0.1));
   const outs = variants.map(() => kernels.f32(maxRows * outDim));
-  const scratch = kernels.alloc(16 * inDim, 64);
+  const scratch = kernels.alloc(q8ScratchBytes(inDim), 64);
   for (const format of formats) {
     const formatMark = kernels.mark();
     let w = 0;

@@ -262,7 +262,7 @@ describe('wasm kernels against the TypeScript oracle', () => {
     range: fc.tuple(fc.nat(), fc.nat()),
   });
 
-  it('matmul_q8: within the f32-summation bound of its twin (dequantize, then the oracle matmul), only inside [oStart, oEnd)', () => {
+  it('matmul_q8: the bits of its twin (W8A16), only inside [oStart, oEnd); the twin within the bound of W8A16 of the exact product', () => {
     fc.assert(
       fc.property(q8Shapes, ({ rows, inDim, outDim, withBias, xScale, wScale, seed, range }) =>
         scoped(() => {
@@ -270,8 +270,8 @@ describe('wasm kernels against the TypeScript oracle', () => {
           const x = randomArray(random, rows * inDim, xScale);
           const q = quantizeQ8(q8Source(random, outDim, inDim, wScale), outDim, inDim);
           const bias = withBias ? randomArray(random, outDim, wScale * xScale) : null;
-          const expected = new Float32Array(rows * outDim);
-          oracleMatmulQ8(expected, x, q.values, q.scales, bias, rows, inDim, outDim);
+          const twin = new Float32Array(rows * outDim);
+          oracleMatmulQ8(twin, x, q.values, q.scales, bias, rows, inDim, outDim);
           const dequantized = dequantizeQ8(q.values, q.scales, outDim, inDim);
           const [xp, wp, sp] = [kernels.f32(x).ptr, kernels.i8(q.values).ptr, kernels.u16(q.scales).ptr];
           const bp = bias ? kernels.f32(bias).ptr : null;
@@ -283,38 +283,63 @@ describe('wasm kernels against the TypeScript oracle', () => {
           kernels.matmul_q8(out.ptr, xp, wp, sp, bp, rows, inDim, outDim, oStart, oEnd);
           for (let r = 0; r < rows; r++) {
             for (let o = 0; o < outDim; o++) {
+              const i = r * outDim + o;
               const inside = o >= oStart && o < oEnd;
-              assert.equal(Number.isNaN(out.array[r * outDim + o]), !inside, `out[${r}, ${o}] written: ${!inside}, range [${oStart}, ${oEnd})`);
+              assert.equal(Number.isNaN(out.array[i]), !inside, `out[${r}, ${o}] written: ${!inside}, range [${oStart}, ${oEnd})`);
+              if (inside) assert.equal(out.array[i], twin[i], `out[${r}, ${o}]: kernel ${out.array[i]}, twin ${twin[i]} (rows ${rows} in ${inDim} out ${outDim})`);
             }
           }
           assert.ok(Number.isNaN(out.array[rows * outDim]), 'wrote past the end of out');
 
-          // rows < 3, group sums: each term q·s·x passes its product q·x, at most 8 additions in its
-          // group's lane (32 / 4), the rounding of (group sum)·s, one addition per group into the
-          // output's lane, 2 lane-sum additions, up to 3 tail additions and the bias: k = groups + 15.
-          // rows ≥ 3: matmul_f32 on q · s (exact), k = inDim/4 + 7. Plus the oracle's final rounding.
-          const k = rows < 3 ? q8Groups(inDim) + 15 : Math.floor(inDim / 4) + 7;
-          kernels.matmul_q8(out.ptr, xp, wp, sp, bp, rows, inDim, outDim);
-          assertClose(out.array.subarray(0, rows * outDim), expected, (i) => {
-            const r = Math.floor(i / outDim);
-            const o = i % outDim;
-            let sumAbs = bias ? Math.abs(bias[o]) : 0;
-            for (let j = 0; j < inDim; j++) sumAbs += Math.abs(dequantized[o * inDim + j] * x[r * inDim + j]);
-            return (gamma(k) + u) * sumAbs + 1e-38;
-          }, `matmul_q8 rows ${rows} in ${inDim} out ${outDim}`);
-
-          // from 3 rows it is matmul_f32 on the dequantized weights, operation for operation
-          if (rows >= 3) {
-            const viaF32 = kernels.f32(rows * outDim);
-            kernels.matmul_f32(viaF32.ptr, xp, kernels.f32(dequantized).ptr, bp, rows, inDim, outDim);
-            assert.deepEqual(new Uint32Array(out.array.slice(0, rows * outDim).buffer), new Uint32Array(viaF32.array.slice().buffer), 'matmul_q8 ≠ matmul_f32 on q · s');
+          // The twin against Σ (q·s)·x in float64. Activation quantization: |x − xq·sx| ≤ m_g · 2^-14
+          // per input (m_g the group's max |x|). Rounding: the group sums are exact integers; fl(G)
+          // (|G| < 2^26: one rounding), fl(s·sx), the product, one addition per group into its lane,
+          // 2 lane-sum additions and the bias: k = groups + 6 relative roundings of Σ |q·s·xq·sx|.
+          const k = q8Groups(inDim) + 6;
+          for (let r = 0; r < rows; r++) {
+            for (let o = 0; o < outDim; o++) {
+              let exact = bias ? bias[o] : 0;
+              let sumAbs = bias ? Math.abs(bias[o]) : 0;
+              let quantization = 0;
+              for (let g = 0; g * Q8_GROUP < inDim; g++) {
+                const end = Math.min(inDim, (g + 1) * Q8_GROUP);
+                let m = 0;
+                for (let j = g * Q8_GROUP; j < end; j++) m = Math.max(m, Math.abs(x[r * inDim + j]));
+                for (let j = g * Q8_GROUP; j < end; j++) {
+                  const wx = dequantized[o * inDim + j] * x[r * inDim + j];
+                  exact += wx;
+                  sumAbs += Math.abs(wx) + Math.abs(dequantized[o * inDim + j]) * m * 2 ** -14;
+                  quantization += Math.abs(dequantized[o * inDim + j]) * m * 2 ** -14;
+                }
+              }
+              const bound = quantization + gamma(k) * sumAbs + 1e-38;
+              const got = twin[r * outDim + o];
+              assert.ok(Math.abs(got - exact) <= bound, `twin out[${r}, ${o}] = ${got}, exact ${exact}, bound ${bound} (rows ${rows} in ${inDim} out ${outDim})`);
+            }
           }
-
         }),
       ),
       { numRuns: 300 },
     );
   });
+
+  it('matmul_q8: NaN or ±Infinity in a group of x makes its outputs NaN, as the twin', () =>
+    scoped(() => {
+      const [inDim, outDim] = [70, 5];
+      const random = rng(7);
+      const q = quantizeQ8(q8Source(random, outDim, inDim, 1), outDim, inDim);
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        const x = randomArray(random, 2 * inDim, 1);
+        x[inDim + 65] = bad; // row 1, the last (short) group
+        const out = kernels.f32(2 * outDim);
+        kernels.matmul_q8(out.ptr, kernels.f32(x).ptr, kernels.i8(q.values).ptr, kernels.u16(q.scales).ptr, null, 2, inDim, outDim);
+        const twin = new Float32Array(2 * outDim);
+        oracleMatmulQ8(twin, x, q.values, q.scales, null, 2, inDim, outDim);
+        assert.deepEqual([...out.array], [...twin], `${bad}`);
+        assert.ok(out.array.slice(0, outDim).every(Number.isFinite), `${bad}: row 0 finite`);
+        assert.ok(out.array.slice(outDim).every(Number.isNaN), `${bad}: row 1 NaN`);
+      }
+    }));
 
   it('matmul_q8: any split of the output rows gives the same bits as the whole product', () => {
     fc.assert(

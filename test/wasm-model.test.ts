@@ -16,7 +16,7 @@ import { checkWasmMemory, plannedStreamSets } from '../src/wasm-bridge/plan.ts';
 import { loadModel } from '../src/load-model.ts';
 import { ReferenceModel } from '../src/reference/model.ts';
 import { WasmModel } from '../src/wasm-bridge/model.ts';
-import { dequantizedCheckpoint } from './helpers/dequantized.ts';
+import { activationTolerance, dequantizedCheckpoint } from './helpers/dequantized.ts';
 import { tinyConfigJson, writeSyntheticCheckpoint } from './helpers/synthetic-checkpoint.ts';
 import { compareRows, fixtureNames } from './helpers/fixtures.ts';
 import { expectedTensors as expectedTensorsOf } from '../src/checkpoint/config.ts';
@@ -144,7 +144,7 @@ describe('wasm backend with int8 weights', () => {
   const tokens = [3, 14, 15, 9, 2, 6, 5, 35, 8, 9, 7, 9];
 
   for (const c of cases) {
-    it(`is exactly "quantize, then the same forward": P = ${c.P}, ${c.dtype} against the reference on the dequantized weights (1e-4)`, async () => {
+    it(`is "quantize, then the same forward" (with int16 activations): P = ${c.P}, ${c.dtype} against the reference on the dequantized weights`, async () => {
       const checkpoint = await loadCheckpoint(randomCheckpoint(c));
       const reference = ReferenceModel.fromCheckpoint(dequantizedCheckpoint(checkpoint));
       const wasm = await WasmModel.fromCheckpoint(checkpoint, { threads: 2, maxChunk: 3, maxContext: 40, weights: 'int8' });
@@ -152,7 +152,8 @@ describe('wasm backend with int8 weights', () => {
       assert.equal(wasm.weights, 'int8');
       const want = reference.forward(reference.newSequence(), tokens, { allLogits: true });
       const got = wasm.forward(wasm.newSequence(), tokens, { allLogits: true });
-      got.logits.forEach((row, t) => assert.ok(relativeError(row, want.logits[t]) < 1e-4, `position ${t}: ${relativeError(row, want.logits[t])}`));
+      const tolerance = activationTolerance(checkpoint.config.numLayers);
+      got.logits.forEach((row, t) => assert.ok(relativeError(row, want.logits[t]) < tolerance, `position ${t}: ${relativeError(row, want.logits[t])} (tolerance ${tolerance})`));
       const sequence = wasm.newSequence();
       wasm.forward(sequence, tokens.slice(0, 5));
       for (let t = 5; t < tokens.length; t++) assert.ok(relativeError(wasm.forward(sequence, [tokens[t]]).logits[0], got.logits[t]) < 1e-5, `decode at ${t}`);

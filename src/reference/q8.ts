@@ -1,7 +1,7 @@
 // The int8 weight format ("q8") of the wasm backend's `weights: 'int8'` option, defined once here:
-// the quantizer the bridge runs at load, the exact dequantization, and `matmul_q8`, the oracle of
-// the kernel with the same name in assembly/kernels.ts (dequantize, then the unchanged reference
-// matmul). It lives next to the reference kernels, not in the bridge, because it is an oracle: the
+// the quantizer the bridge runs at load, the exact dequantization, and `matmul_q8`, the twin of the
+// kernel with the same name in assembly/kernels.ts (weights q · s, activations quantized to int16
+// per group by quantizeX: W8A16; the two agree to the bit). It lives next to the reference kernels, not in the bridge, because it is an oracle: the
 // reference backend itself never quantizes (it stays the float32 truth), but the tests that measure
 // what int8 costs need the quantized model's exact weights without the wasm kernels.
 //
@@ -18,8 +18,6 @@
 // fl(1/s)): about max|W[o, group]| / 254. The weight the kernels use is q · s, which is exact in
 // float32 (7 + 8 significant bits). Why 32 and bf16: see the comment on matmul_q8 in
 // assembly/kernels.ts.
-import { matmul } from './kernels.ts';
-
 export const Q8_GROUP = 32;
 
 /** 2^-126, the smallest normal bf16 (as its bits): the floor of every non-zero scale. */
@@ -28,6 +26,15 @@ export const MIN_NORMAL_BF16 = 0x0080;
 /** Scale groups per row of `inDim` inputs. */
 export function q8Groups(inDim: number): number {
   return Math.ceil(inDim / Q8_GROUP);
+}
+
+/**
+ * Bytes of scratch the wasm kernel matmul_q8 needs (per thread) for inDim inputs: up to 8 rows of
+ * activations quantized to int16 (2 · inDim bytes a row) and their bf16 scales (2 per group), see
+ * assembly/kernels.ts. Grows with inDim, so a scratch for the largest inDim serves every matrix.
+ */
+export function q8ScratchBytes(inDim: number): number {
+  return 16 * (inDim + q8Groups(inDim));
 }
 
 /** Bytes of a quantized (outDim, inDim) matrix: the int8 values plus the bf16 scales. */
@@ -112,9 +119,72 @@ export function dequantizeQ8(values: Int8Array, scales: Uint16Array, outDim: num
 }
 
 /**
- * out[r, o] = Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]): the oracle of assembly's matmul_q8.
+ * One row of activations quantized to int16 per group of Q8_GROUP inputs, as matmul_q8 does it
+ * (assembly/kernels.ts quantizeRowX is the twin): for the group's m = max |x|, the scale is
+ * sx = 2^(E − 14) with E the exponent field of m (at least 1: sx ≥ 2^-126), so m / sx < 2^15, and
+ * xq = x / sx rounded to nearest even, clamped to [-32768, 32767]: |x − xq · sx| ≤ sx ≤ m · 2^-14.
+ * A group of zeros gets sx = 0; one holding NaN or ±Infinity sx = NaN (its outputs become NaN).
+ * Both with xq = 0. Returns the values and the scales as float32 values.
+ */
+export function quantizeX(x: Float32Array, inDim: number): { xq: Int16Array; sx: Float32Array } {
+  const groups = q8Groups(inDim);
+  const xq = new Int16Array(inDim);
+  const sx = new Float32Array(groups);
+  for (let g = 0; g < groups; g++) {
+    const start = g * Q8_GROUP;
+    const end = Math.min(inDim, start + Q8_GROUP);
+    let max = 0;
+    for (let i = start; i < end; i++) {
+      const a = Math.abs(x[i]);
+      if (a > max) max = a;
+      else if (a !== a) max = NaN;
+    }
+    if (!Number.isFinite(max) || max === 0) {
+      sx[g] = max === 0 ? 0 : NaN;
+      continue; // xq stays 0
+    }
+    f32[0] = max;
+    const e = (f32Bits[0] >>> 23) & 0xff;
+    const se = Math.max(e, 15) - 14;
+    f32Bits[0] = se << 23;
+    sx[g] = f32[0];
+    f32Bits[0] = (254 - se) << 23;
+    const inverse = f32[0]; // 1 / sx, a power of two: x · inverse is exact
+    for (let i = start; i < end; i++) xq[i] = Math.min(32767, roundHalfEven(x[i] * inverse));
+  }
+  return { xq, sx };
+}
+
+/**
+ * out[r, o] ≈ Σ_i (q[o, i] · s[o, i / 32]) · x[r, i] (+ bias[o]), with each row of x quantized by
+ * quantizeX (W8A16): the twin of assembly's matmul_q8, operation for operation, so the two agree to
+ * the bit. Per output: four float32 lane accumulators; per group g the exact integer sums
+ * G[l] = Σ q[i] · xq[i] over the inputs i of the group's 8-blocks with (i mod 8) >> 1 = l, the
+ * group's remainder past its last 8-block going to lane 0; then acc[l] += fl(G[l]) · fl(s · sx)
+ * (each step rounded to float32); finally (acc0 + acc2) + (acc1 + acc3), then + bias.
  *   W (outDim, inDim) as int8 values + bf16 scales @ x (rows, inDim) -> out (rows, outDim)
  */
 export function matmul_q8(out: Float32Array, x: Float32Array, values: Int8Array, scales: Uint16Array, bias: Float32Array | null, rows: number, inDim: number, outDim: number): void {
-  matmul(out, x, dequantizeQ8(values, scales, outDim, inDim), bias, rows, inDim, outDim);
+  const groups = q8Groups(inDim);
+  const fr = Math.fround;
+  const G = [0, 0, 0, 0];
+  const acc = [0, 0, 0, 0];
+  for (let r = 0; r < rows; r++) {
+    const { xq, sx } = quantizeX(x.subarray(r * inDim, (r + 1) * inDim), inDim);
+    for (let o = 0; o < outDim; o++) {
+      acc.fill(0);
+      for (let g = 0; g < groups; g++) {
+        const start = g * Q8_GROUP;
+        const end = Math.min(inDim, start + Q8_GROUP);
+        const end8 = start + ((end - start) & ~7);
+        G.fill(0);
+        for (let i = start; i < end; i++) G[i < end8 ? (i & 7) >> 1 : 0] += values[o * inDim + i] * xq[i];
+        const c = fr(bf16Value(scales[o * groups + g]) * sx[g]);
+        for (let l = 0; l < 4; l++) acc[l] = fr(acc[l] + fr(fr(G[l]) * c));
+      }
+      let sum = fr(fr(acc[0] + acc[2]) + fr(acc[1] + acc[3]));
+      if (bias !== null) sum = fr(sum + bias[o]);
+      out[r * outDim + o] = sum;
+    }
+  }
 }

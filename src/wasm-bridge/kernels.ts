@@ -7,6 +7,7 @@
 // the same module over the same bytes (pool.ts). A shared memory is never detached when it grows:
 // typed-array views made earlier stay valid (they just do not see the new pages).
 import { readFileSync } from 'node:fs';
+import { q8ScratchBytes } from '../reference/q8.ts';
 
 /** A byte offset into the kernels' linear memory. */
 export type Ptr = number;
@@ -262,8 +263,9 @@ export class WasmKernels {
 
   /**
    * matmul with W as int8 values w (outDim, inDim) and bf16 scales (outDim, ceil(inDim / 32)); see
-   * src/reference/q8.ts. scratch: 4 · inDim f32 (rows ≥ 3 dequantize into it); by default one is
-   * allocated for the call and freed after.
+   * src/reference/q8.ts; the activations are quantized to int16 per group of 32 (W8A16). scratch:
+   * q8ScratchBytes(inDim) bytes (the quantized activations go there); by default one is allocated for the call
+   * and freed after.
    */
   matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number, oStart = 0, oEnd = outDim, scratch?: Ptr): void {
     if (scratch !== undefined) {
@@ -272,7 +274,7 @@ export class WasmKernels {
     }
     const mark = this.mark();
     try {
-      this.exports.matmul_q8(out, x, w, scales, bias ?? 0, rows, inDim, outDim, oStart, oEnd, this.alloc(16 * inDim));
+      this.exports.matmul_q8(out, x, w, scales, bias ?? 0, rows, inDim, outDim, oStart, oEnd, this.alloc(q8ScratchBytes(inDim)));
     } finally {
       this.release(mark);
     }

@@ -26,7 +26,7 @@ import { type ModelConfig, expectedTensors } from '../checkpoint/config.ts';
 import { pieceBytes } from '../checkpoint/load.ts';
 import { expectedStreamTensors } from '../checkpoint/stream-sets.ts';
 import { DTYPE_BYTES, type DType } from '../checkpoint/safetensors.ts';
-import { q8Bytes, q8Groups } from '../reference/q8.ts';
+import { q8Bytes, q8Groups, q8ScratchBytes } from '../reference/q8.ts';
 
 /** How the wasm backend keeps the large matrices: as stored (the default), or int8 with per-group scales. */
 export const WEIGHT_CHOICES = ['stored', 'int8'] as const;
@@ -154,8 +154,8 @@ export function planWasmMemory(config: ModelConfig, dtypeOf: (name: string) => D
   const { fixedFloats, floatsPerPosition } = runtimeFloats(config, maxChunk, P, T, threads);
   const perPositionBytes = 4 * floatsPerPosition;
   // 16-byte alignment of every buffer, the rope table, the pool's control block; with int8, each
-  // thread's scratch for 4 dequantized rows (pool.ts)
-  const q8Scratch = weights === 'int8' ? threads * 16 * Math.max(config.hiddenSize, config.intermediateSize, config.numHeads * config.headDim) + 64 : 0;
+  // thread's scratch for matmul_q8's int16 activations (pool.ts)
+  const q8Scratch = weights === 'int8' ? threads * q8ScratchBytes(Math.max(config.hiddenSize, config.intermediateSize, config.numHeads * config.headDim)) + 64 : 0;
   const overhead = 16 * (buffers + 32 + 2 * config.numLayers * P) + 4 * config.headDim + 1024 + q8Scratch;
   const fixedBytes = weightBytes + 4 * fixedFloats + overhead;
   const cacheBytes = cacheFloatsPerPosition(config, P) * 4 * (T + maxContext);

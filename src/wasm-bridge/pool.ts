@@ -10,6 +10,7 @@
 // briefly before sleeping in Atomics.wait, because a decode step runs hundreds of matmuls of a
 // fraction of a millisecond each and a futex round trip per matmul would show.
 import { Worker } from 'node:worker_threads';
+import { q8ScratchBytes } from '../reference/q8.ts';
 import { type KernelExports, type Ptr, SOURCE_FORMAT, type WasmKernels, type WeightFormat, type WeightMatrix } from './kernels.ts';
 
 // Control block layout (Int32Array slots).
@@ -84,8 +85,8 @@ function runShare(kernels: KernelExports, control: Int32Array, part: number, par
   const [out, x, w, bias, rows, inDim, outDim, scales, scratchBase, scratchBytes] = control.subarray(ARGS, ARGS + 10);
   const [oStart, oEnd] = outputRange(part, parts, outDim);
   if (oStart >= oEnd) return;
-  // each thread's own scratch for matmul_q8 (4 · inDim f32), if the pool has one that large
-  const scratch = scratchBytes >= 16 * inDim ? (scratchBase >>> 0) + part * scratchBytes : 0;
+  // each thread's own scratch for matmul_q8 (q8ScratchBytes(inDim): its int16 activations; matmul_q8 checked the size)
+  const scratch = (scratchBase >>> 0) + part * scratchBytes;
   if (op === OP_MATMUL.f32) kernels.matmul_f32(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.bf16) kernels.matmul_bf16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
   else if (op === OP_MATMUL.f16) kernels.matmul_f16(out, x, w, bias, rows, inDim, outDim, oStart, oEnd);
@@ -149,12 +150,12 @@ export class KernelPool {
   /**
    * Start threads − 1 workers on `kernels`' memory; resolves when every worker is ready.
    * `q8InDim`: the largest inDim of the int8 matrices it will multiply (0: none), for the
-   * per-thread scratch matmul_q8 dequantizes into (16 · q8InDim bytes per thread).
+   * per-thread scratch matmul_q8 quantizes the activations into (q8ScratchBytes(q8InDim) per thread).
    */
   static async create(kernels: WasmKernels, threads: number, q8InDim = 0): Promise<KernelPool> {
     if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be an integer ≥ 1, got ${threads}`);
     const controlPtr = kernels.alloc(CONTROL_INTS * 4, 64);
-    const scratchBytes = 16 * q8InDim;
+    const scratchBytes = q8InDim > 0 ? q8ScratchBytes(q8InDim) : 0;
     const scratchBase = scratchBytes > 0 ? kernels.alloc(threads * scratchBytes, 64) : 0;
     new Int32Array(kernels.memory.buffer, controlPtr, CONTROL_INTS).fill(0);
     const workers = Array.from({ length: threads - 1 }, (_, i) => {
@@ -204,6 +205,7 @@ export class KernelPool {
 
   /** matmul with int8 weights and per-group scales (see WasmKernels.matmul_q8), split over the threads. */
   matmul_q8(out: Ptr, x: Ptr, w: Ptr, scales: Ptr, bias: Ptr | null, rows: number, inDim: number, outDim: number): void {
+    if (this.scratchBytes < q8ScratchBytes(inDim)) throw new RangeError(`matmul_q8 with inDim ${inDim} needs ${q8ScratchBytes(inDim)} bytes of scratch per thread; the pool has ${this.scratchBytes}`);
     this.run(OP_MATMUL_Q8, [out, x, w, bias ?? 0, rows, inDim, outDim, scales, this.scratchBase, this.scratchBytes]);
   }
 
