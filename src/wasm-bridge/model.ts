@@ -87,6 +87,9 @@ export interface Rooflines {
   kernelBuild: KernelBuild;
 }
 
+/** Bytes between the threads' attention scores scratches: capacity floats, 16-byte aligned. */
+const scoresStrideBytes = (capacity: number) => Math.ceil((capacity * 4) / 16) * 16;
+
 /** f32 multiply-adds per iteration of assembly's madd_peak (see its contract comment) */
 const MADD_PER_ITERATION = 48; // twelve f32x4 accumulators, one mul + one add each
 
@@ -378,7 +381,7 @@ export class WasmModel implements LanguageModel {
       });
       const freqs = kernels.f32(ropeFrequencies(d, config.ropeTheta)).ptr;
       const scratch = (floats: number) => kernels.f32(floats).ptr;
-      const scoresStride = Math.ceil((capacity * 4) / 16) * 16;
+      const scoresStride = scoresStrideBytes(capacity);
       const buffers = {
         x: scratch(rows * H), //             residual stream, (P, n, H)
         xb: scratch(rows * H),
@@ -545,7 +548,7 @@ export class WasmModel implements LanguageModel {
     const keysView = this.view(b.k, rows * kvDim);
     const valuesView = this.view(b.v, rows * kvDim);
     const jobs = new Int32Array(this.kernels.memory.buffer, b.attentionJobs, rows * ATTENTION_JOB_INTS);
-    const scoresStride = Math.ceil((capacity * 4) / 16) * 16;
+    const scoresStride = scoresStrideBytes(capacity);
     const delta = this.view(b.delta, rows * H);
     for (let l = 0; l < c.numLayers; l++) {
       const layer = this.layers[l];
